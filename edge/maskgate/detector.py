@@ -1,0 +1,108 @@
+"""Face detection with YuNet (cv2.FaceDetectorYN), tuned to find masked faces.
+
+OpenCV Zoo's default score threshold (0.9) misses most masked faces: a mask hides the mouth and
+nose landmarks YuNet scores on. maskgate runs YuNet with a low threshold and lets the classifier's
+``no_face`` class reject the extra boxes; small frames can also be searched at a second, upscaled
+scale. Thresholds were chosen on the tuning half of the scenes (see reports/detector.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+from .model_store import find_yunet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: integer box in frame pixels and the detector's score."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+    @property
+    def width(self) -> int:
+        return self.box[2]
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.3
+    top_k: int = 50
+    max_side: int = 640
+    """Frames are downscaled so their longer side is at most this before detection."""
+    upscale: float = 1.0
+    """Also search at this scale (>1 finds small faces; 1 disables the second pass)."""
+    min_face: int = 0
+    """Boxes narrower than this (frame pixels) are dropped."""
+
+
+class FaceDetector:
+    """YuNet behind a one-method interface: ``detect(frame_bgr) -> list[Face]``."""
+
+    def __init__(self, settings: DetectorSettings = DetectorSettings(),
+                 model_path: str | Path | None = None, *, download: bool = True) -> None:
+        self.settings = settings
+        self.model_path = find_yunet(model_path, download=download)
+        try:
+            self._net = cv2.FaceDetectorYN.create(
+                str(self.model_path), "", (320, 320), settings.score_threshold,
+                settings.nms_threshold, settings.top_k)
+        except cv2.error as exc:
+            raise ModelError(f"{self.model_path}: OpenCV cannot load the detector ({exc})") from exc
+        self._size: tuple[int, int] = (320, 320)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"<FaceDetector yunet threshold={s.score_threshold} upscale={s.upscale} "
+                f"max_side={s.max_side}>")
+
+    def _run(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        if (w, h) != self._size:
+            self._net.setInputSize((w, h))
+            self._size = (w, h)
+        _, faces = self._net.detect(img)
+        return faces if faces is not None else np.zeros((0, 15), np.float32)
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Face]:
+        """Detect faces in a BGR frame; boxes are clipped integer pixels of that frame."""
+        s = self.settings
+        h, w = frame_bgr.shape[:2]
+        scale = min(1.0, s.max_side / max(h, w))
+        img = frame_bgr if scale == 1.0 else cv2.resize(
+            frame_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        rows = [(self._run(img), scale)]
+        if s.upscale > 1.0:
+            up = cv2.resize(img, None, fx=s.upscale, fy=s.upscale, interpolation=cv2.INTER_LINEAR)
+            rows.append((self._run(up), scale * s.upscale))
+        boxes: list[list[float]] = []
+        scores: list[float] = []
+        for faces, sc in rows:
+            for f in faces:
+                boxes.append([float(f[0]) / sc, float(f[1]) / sc, float(f[2]) / sc, float(f[3]) / sc])
+                scores.append(float(f[14]))
+        if len(rows) > 1 and boxes:
+            keep = cv2.dnn.NMSBoxes(boxes, scores, s.score_threshold, s.nms_threshold)
+            idx = [int(i) for i in np.array(keep).reshape(-1)]
+        else:
+            idx = list(range(len(boxes)))
+        out = []
+        for i in idx:
+            x, y, bw, bh = boxes[i]
+            x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+            x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
+            if x1 - x0 < max(2, s.min_face) or y1 - y0 < 2:
+                continue
+            out.append(Face((x0, y0, x1 - x0, y1 - y0), scores[i]))
+        out.sort(key=lambda f: -f.score)
+        return out
