@@ -1,0 +1,1 @@
+"""maskgate build stage: train, evaluate and quantize the mask classifier (needs TensorFlow)."""

@@ -1,0 +1,47 @@
+"""The ``maskgate`` command line. Each subcommand lives in its own ``cmd_*`` module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import MaskgateError
+
+log = logging.getLogger(__name__)
+
+# Subcommand modules, each exposing ``register(subparsers)`` that sets ``func`` on its parser.
+COMMAND_MODULES = (
+    "maskgate.cmd_classify",
+    "maskgate.cmd_models",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskgate", description="Face-mask gate for shop doors.")
+    parser.add_argument("--version", action="version", version=f"maskgate {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except MaskgateError as exc:
+        print(f"maskgate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

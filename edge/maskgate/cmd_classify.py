@@ -1,0 +1,69 @@
+"""``maskgate classify IMAGE|DIR...``: detect every face in images and print each verdict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .classifier import Classifier
+from .detector import DetectorSettings, FaceDetector
+from .errors import ImageError
+from .imageio import read_bgr
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="detect faces in images and print mask verdicts")
+    p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE|DIR")
+    p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.add_argument("--model", type=Path, default=None, help="bundle directory (default: the shipped model)")
+    p.add_argument("--detector-model", default=None, help="YuNet .onnx (default: cache or download)")
+    p.add_argument("--threshold", type=float, default=DetectorSettings().score_threshold,
+                   help="detector score threshold")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=run)
+
+
+def iter_images(paths: list[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.is_file())
+        else:
+            yield p
+
+
+def run(args: argparse.Namespace) -> int:
+    det = FaceDetector(DetectorSettings(score_threshold=args.threshold, max_side=1280), args.detector_model)
+    clf = Classifier(args.model, threads=args.threads)
+    n_ok = n_bad = 0
+    for path in iter_images(args.paths):
+        try:
+            img = read_bgr(path)
+        except ImageError as exc:
+            n_bad += 1
+            if args.json:
+                print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
+            else:
+                print(f"{path}: error: {exc}", flush=True)
+            continue
+        n_ok += 1
+        faces = []
+        for face in det.detect(img):
+            v = clf.classify_face(img, face.box)
+            if v.label == "no_face":
+                continue
+            faces.append({"box": [int(c) for c in face.box], "label": v.label, "score": round(v.score, 4)})
+        if args.json:
+            print(json.dumps({"image": str(path), "faces": faces}), flush=True)
+        else:
+            desc = ", ".join(f"{f['label']} {f['score']:.2f} at {tuple(f['box'])}" for f in faces) or "no face"
+            print(f"{path}: {desc}", flush=True)
+    if n_ok == 0:
+        print(f"maskgate classify: no readable image among {n_bad} file(s)", file=sys.stderr)
+        return 1
+    return 0
