@@ -33,3 +33,16 @@ class DataError(MaskgateError, ValueError):
 
 class RuntimeUnavailableError(ModelError):
     """No TFLite runtime (ai-edge-litert or tflite-runtime) could be imported."""
+
+
+class ConfigFileError(ConfigError):
+    """A configuration file has one or more problems; ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n  " + "\n  ".join(self.problems))
+
+
+class FrameError(MaskgateError, ValueError):
+    """One frame could not be read or decoded; the source itself is still usable."""

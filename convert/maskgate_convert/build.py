@@ -1,0 +1,440 @@
+"""One build: data -> grouped split -> train -> float + int8 TFLite -> checks -> bundle -> evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from maskgate.bundle import MANIFEST, SCHEMA_VERSION, TensorInfo
+from maskgate.classifier import Classifier
+from maskgate.crop import CropRule, InputSpec, crop_face, to_model_input
+from maskgate.detector import DetectorSettings, FaceDetector
+from maskgate.imageio import read_bgr
+from maskgate.model_store import sha256_file
+from maskgate.scenes import Scene, load_scenes, split_scenes
+
+from . import dedup
+from .architectures import ARCHS, Arch, build_model, multiply_adds
+from .dataset import NO_FACE, Located, located_counts, locate_faces, scan_classes
+from .metrics import door_metrics, grouped, size_bucket
+from .quantize import check_integer_model, compile_edgetpu, to_float, to_int8
+
+log = logging.getLogger(__name__)
+
+DATA_LICENCE = (
+    "Trained on chandrikadeb7/Face-Mask-Detection (repository MIT; images scraped from the web), "
+    "facemask12k (unmasked faces from CelebA: research / non-commercial use only) and "
+    "MaskedFace-Net (CC BY-NC-SA 4.0). The weights inherit these terms: for evaluation and "
+    "research, not commercial deployment. Retrain with maskgate-convert on data you have rights to.")
+CROP_STORE = 128
+DEVICE_DETECTOR = DetectorSettings()
+
+
+@dataclass
+class BuildOptions:
+    arch: str = "default"
+    data: Path = Path("../shared/data/faces")
+    scenes: Path | None = Path("../shared/data/scenes")
+    out: Path = Path("runs/default")
+    epochs: int = 30
+    batch: int = 64
+    limit_per_class: int | None = None
+    detector_model: str | None = None
+    seed: int = 1
+    train_sources: tuple[str, ...] | None = None
+    patience: int = 5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    located: list[Located]
+    splits: list[str]
+    groups: np.ndarray
+    crops: np.ndarray
+    """BGR crops (N_kept, 128, 128, 3) of the located faces."""
+    kept: list[Located]
+    kept_split: list[str]
+    no_face: np.ndarray
+    no_face_split: list[str]
+    split_csv: bytes
+    counts: dict[str, Any]
+
+
+def _limit(items: list[Any], n: int | None) -> list[Any]:
+    if not n:
+        return items
+    by: dict[str, list[Any]] = {}
+    for it in items:
+        by.setdefault(it.label, []).append(it)
+    out = []
+    for lab in by:
+        ranked = sorted(by[lab], key=lambda it: hashlib.sha256(it.path.name.encode()).hexdigest())
+        out.extend(ranked[:n])
+    return out
+
+
+def no_face_patches(scenes: list[Scene], det: FaceDetector, per_scene: int = 8, seed: int = 0
+                    ) -> tuple[np.ndarray, list[str]]:
+    """Background crops from the *tuning* half of the scenes, away from every annotated face.
+
+    Two kinds: the detector's own false positives at a low threshold (what the classifier must
+    reject at the door) and random squares. A patch is kept only if it overlaps no annotated box.
+    """
+    rng = np.random.default_rng(seed)
+    patches: list[np.ndarray] = []
+    names: list[str] = []
+    for sc in scenes:
+        img = read_bgr(sc.image)
+        h, w = img.shape[:2]
+        gt = [f.box for f in sc.faces]
+
+        def clear(b: tuple[int, int, int, int], gt: list[tuple[int, int, int, int]] = gt) -> bool:
+            x0, y0, x1, y1 = b[0], b[1], b[0] + b[2], b[1] + b[3]
+            for gx, gy, gw, gh in gt:
+                if min(x1, gx + gw) > max(x0, gx) and min(y1, gy + gh) > max(y0, gy):
+                    return False
+            return True
+
+        cands = [f.box for f in det.detect(img)]
+        for _ in range(per_scene * 3):
+            s = int(rng.integers(24, max(25, min(h, w) // 2)))
+            cands.append((int(rng.integers(0, max(1, w - s))), int(rng.integers(0, max(1, h - s))), s, s))
+        n = 0
+        for b in cands:
+            if n >= per_scene:
+                break
+            if clear(b):
+                patches.append(crop_face(img, b, CROP_STORE))
+                names.append(sc.name)
+                n += 1
+    return (np.stack(patches) if patches else np.zeros((0, CROP_STORE, CROP_STORE, 3), np.uint8)), names
+
+
+def prepare(opts: BuildOptions, classes: tuple[str, ...], want_no_face: bool) -> Prepared:
+    items = _limit(scan_classes(opts.data, classes), opts.limit_per_class)
+    log.info("%d images in %s", len(items), opts.data)
+    located = locate_faces(items, opts.detector_model)
+    hashes = dedup.image_hashes([it.path for it in items])
+    groups = dedup.group_near_duplicates(hashes)
+    names = [f"{it.label}/{it.path.name}" for it in items]
+    splits = dedup.assign_splits(names, groups)
+    rows = [(n, it.label, it.source, int(g), s) for n, it, g, s in zip(names, items, groups, splits, strict=True)]
+    kept_idx = [i for i, loc in enumerate(located) if loc.box is not None]
+    kept = [located[i] for i in kept_idx]
+    crops = np.empty((len(kept), CROP_STORE, CROP_STORE, 3), np.uint8)
+    for j, loc in enumerate(kept):
+        assert loc.box is not None
+        crops[j] = crop_face(read_bgr(loc.item.path), loc.box, CROP_STORE, CropRule())
+    kept_split = [splits[i] for i in kept_idx]
+    nf = np.zeros((0, CROP_STORE, CROP_STORE, 3), np.uint8)
+    nf_split: list[str] = []
+    if want_no_face:
+        if opts.scenes is None:
+            raise ValueError("the no_face class needs --scenes (background patches from the tuning half)")
+        tune = split_scenes(load_scenes(opts.scenes))["tune"]
+        det = FaceDetector(DetectorSettings(score_threshold=0.3), opts.detector_model)
+        nf, nf_names = no_face_patches(tune, det, seed=opts.seed)
+        nf_split = [dedup.split_of_group("scene:" + n) for n in nf_names]
+    counts = {"located": located_counts(located),
+              "near_duplicate_groups": int(len(set(groups.tolist()))),
+              "images_in_multi_member_groups": int(sum(c for c in np.unique(groups, return_counts=True)[1] if c > 1)),
+              "signature": f"dHash {dedup.HASH_SIDE}x{dedup.HASH_SIDE} + mirror, Hamming <= {dedup.THRESHOLD}",
+              "no_face_patches": len(nf)}
+    return Prepared(located, splits, groups, crops, kept, kept_split, nf, nf_split, dedup.split_csv(rows), counts)
+
+
+def model_inputs(crops: np.ndarray, spec: InputSpec) -> np.ndarray:
+    out = np.empty((len(crops), *spec.shape), np.float32)
+    for i, c in enumerate(crops):
+        out[i] = to_model_input(c, spec)
+    return out
+
+
+def _augment_fn(spec: InputSpec) -> Any:
+    """Door-camera augmentation: light, contrast, blur, scale/shift, JPEG, mirror."""
+    import tensorflow as tf
+
+    k = np.array([1, 4, 6, 4, 1], np.float32)
+    k2 = np.outer(k, k) / 256.0
+    kernel = tf.constant(np.tile(k2[:, :, None, None], (1, 1, spec.channels, 1)))
+
+    def aug(x: Any, y: Any) -> Any:
+        x = tf.image.random_flip_left_right(x)
+        s = tf.random.uniform([], 0.85, 1.0)
+        oy = tf.random.uniform([], 0.0, 1.0 - s)
+        ox = tf.random.uniform([], 0.0, 1.0 - s)
+        x = tf.image.crop_and_resize(x[None], [[oy, ox, oy + s, ox + s]], [0], [spec.height, spec.width])[0]
+        x = x * tf.random.uniform([], 0.6, 1.4) + tf.random.uniform([], -40.0, 40.0)
+        mean = tf.reduce_mean(x)
+        x = (x - mean) * tf.random.uniform([], 0.7, 1.3) + mean
+        x = tf.clip_by_value(x, 0.0, 255.0)
+        if tf.random.uniform([]) < 0.3:
+            x = tf.nn.depthwise_conv2d(x[None], kernel, [1, 1, 1, 1], "SAME")[0]
+        if tf.random.uniform([]) < 0.3:
+            q = tf.random.uniform([], 30, 95, dtype=tf.int32)
+            x = tf.cast(tf.image.adjust_jpeg_quality(tf.cast(x, tf.uint8), q), tf.float32)
+            x = tf.reshape(x, spec.shape)
+        return x, y
+
+    return aug
+
+
+def train(arch: Arch, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
+          opts: BuildOptions) -> tuple[Any, dict[str, list[float]]]:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(opts.seed)
+    model = build_model(arch)
+    n_cls = len(arch.labels)
+    counts = np.bincount(y_tr, minlength=n_cls).astype(np.float64)
+    weights = {i: float(len(y_tr) / (n_cls * max(c, 1.0))) for i, c in enumerate(counts)}
+    ds = tf.data.Dataset.from_tensor_slices((x_tr, keras.utils.to_categorical(y_tr, n_cls)))
+    ds = ds.shuffle(len(x_tr), seed=opts.seed)
+    if arch.augment:
+        ds = ds.map(_augment_fn(arch.spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(opts.batch).prefetch(tf.data.AUTOTUNE)
+    va = (x_va, keras.utils.to_categorical(y_va, n_cls))
+    cbs = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)]
+    if arch.augment:
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2))
+    hist = model.fit(ds, validation_data=va, epochs=opts.epochs, class_weight=weights, callbacks=cbs,
+                     verbose=2)
+    return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def write_bundle(out: Path, tflite: bytes, arch: Arch, name: str, extra: dict[str, Any],
+                 file_name: str = "model.tflite") -> Path:
+    from ai_edge_litert.interpreter import Interpreter
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / file_name
+    path.write_bytes(tflite)
+    it = Interpreter(model_path=str(path))
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+
+    def info(d: dict[str, Any]) -> TensorInfo:
+        scale, zp = d["quantization"]
+        return TensorInfo(tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name, float(scale), int(zp))
+
+    inp = info(i).to_dict()
+    inp["color"] = arch.spec.color
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "architecture": arch.name,
+        "model_file": file_name,
+        "sha256": sha256_file(path),
+        "labels": list(arch.labels),
+        "input": inp,
+        "output": info(o).to_dict(),
+        "preprocessing": "maskgate.crop.face_input: square crop by the crop rule, resize (INTER_AREA), "
+                         f"{'RGB' if arch.spec.color == 'rgb' else 'grayscale'}, raw 0..255 values",
+        "crop": CropRule().to_dict(),
+        "detector": {"model": "face_detection_yunet_2023mar.onnx",
+                     "score_threshold": DEVICE_DETECTOR.score_threshold,
+                     "nms_threshold": DEVICE_DETECTOR.nms_threshold},
+        "licence": DATA_LICENCE,
+        **extra,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def predict(clf: Classifier, x: np.ndarray) -> tuple[list[str], np.ndarray]:
+    scores = np.stack([clf.scores(v) for v in x])
+    return [clf.labels[i] for i in scores.argmax(1)], scores
+
+
+def evaluate_scenes(clf: Classifier, scenes: list[Scene], detector_model: str | None) -> dict[str, Any]:
+    """Detect with the device's settings, match to annotations (IoU >= 0.3), classify, decide."""
+    det = FaceDetector(DEVICE_DETECTOR, detector_model)
+    truth: list[str] = []
+    pred: list[str] = []
+    sizes: list[str] = []
+    for sc in scenes:
+        img = read_bgr(sc.image)
+        faces = det.detect(img)
+        for gt in sc.faces:
+            best, bi = 0.0, -1
+            for j, f in enumerate(faces):
+                v = _iou(gt.box, f.box)
+                if v > best:
+                    best, bi = v, j
+            truth.append(gt.label)
+            sizes.append(">=48px" if gt.box[2] >= 48 else "<48px")
+            if best < 0.3:
+                pred.append("missed")
+            else:
+                pred.append(clf.classify_face(img, faces[bi].box).label)
+    labels = ["with_mask", "without_mask", "incorrect_mask", NO_FACE, "missed"]
+    out: dict[str, Any] = {}
+    t, p, s = np.array(truth), np.array(pred), np.array(sizes)
+    for key in (">=48px", "<48px", "all"):
+        m = np.ones(len(t), bool) if key == "all" else s == key
+        tm, pm = t[m], p[m]
+        allow_t = tm == "with_mask"
+        right = np.where(allow_t, pm == "with_mask", (pm != "with_mask") & (pm != "missed") & (pm != NO_FACE))
+        out[key] = {
+            "faces": int(m.sum()),
+            "detected": int((pm != "missed").sum()),
+            "detected_masked": [int(((pm != "missed") & allow_t).sum()), int(allow_t.sum())],
+            "right_decision": int(right.sum()),
+            "door": door_metrics(tm.tolist(), pm.tolist(), labels),
+        }
+    return out
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
+
+
+def _latency_ms(path: Path, spec: InputSpec, runs: int = 50) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    x = np.zeros(d["shape"], d["dtype"])
+    for _ in range(5):
+        it.set_tensor(d["index"], x)
+        it.invoke()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        it.set_tensor(d["index"], x)
+        it.invoke()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1000)
+
+
+def _environment() -> dict[str, Any]:
+    import tensorflow as tf
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"tensorflow": tf.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "commit": commit}
+
+
+def run_build(opts: BuildOptions) -> dict[str, Any]:
+    """Train one architecture and write its bundle, float model, metrics and history to ``opts.out``."""
+    t_start = time.time()
+    arch = ARCHS[opts.arch]
+    face_classes = tuple(lab for lab in arch.labels if lab != NO_FACE)
+    prep = prepare(opts, face_classes, NO_FACE in arch.labels)
+    lab_index = {lab: i for i, lab in enumerate(arch.labels)}
+    y_all = np.array([lab_index[loc.item.label] for loc in prep.kept])
+    split = np.array(prep.kept_split)
+    sources = np.array([loc.item.source for loc in prep.kept])
+    x_all = model_inputs(prep.crops, arch.spec)
+    if len(prep.no_face):
+        x_all = np.concatenate([x_all, model_inputs(prep.no_face, arch.spec)])
+        y_all = np.concatenate([y_all, np.full(len(prep.no_face), lab_index[NO_FACE])])
+        split = np.concatenate([split, np.array(prep.no_face_split)])
+        sources = np.concatenate([sources, np.full(len(prep.no_face), "scenes-background")])
+    train_mask = split == "train"
+    val_mask = split == "val"
+    if opts.train_sources:
+        src_ok = np.isin(sources, list(opts.train_sources)) | (sources == "scenes-background")
+        train_mask &= src_ok
+        val_mask &= src_ok
+    log.info("train %d, val %d, test %d", train_mask.sum(), val_mask.sum(), (split == "test").sum())
+    model, history = train(arch, x_all[train_mask], y_all[train_mask], x_all[val_mask], y_all[val_mask], opts)
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(opts.seed)
+    rep_idx = rng.choice(np.nonzero(train_mask)[0], size=min(300, int(train_mask.sum())), replace=False)
+    int8 = to_int8(model, x_all[rep_idx])
+    split_bytes = prep.split_csv
+    (out / "split.csv").write_bytes(split_bytes)
+    test_mask = split == "test"
+    extra = {
+        "split": {"file": "split.csv", "sha256": hashlib.sha256(split_bytes).hexdigest(),
+                  "rule": "near-duplicate groups, sha256 of the group's first file: 80/10/10"},
+        "data": prep.counts,
+    }
+    bundle_dir = out / "bundle"
+    write_bundle(bundle_dir, int8, arch, opts.arch, extra)
+    (bundle_dir / "split.csv").write_bytes(split_bytes)
+    float_dir = out / "float"
+    write_bundle(float_dir, to_float(model), arch, opts.arch + "-float", extra, "model_float.tflite")
+    checks = check_integer_model(bundle_dir / "model.tflite")
+    checks["edgetpu"] = compile_edgetpu(bundle_dir / "model.tflite")
+    clf_i8 = Classifier(bundle_dir)
+    clf_f = Classifier(float_dir)
+    x_te, y_te = x_all[test_mask], y_all[test_mask]
+    truth = [arch.labels[i] for i in y_te]
+    pred_i8, s_i8 = predict(clf_i8, x_te)
+    pred_f, s_f = predict(clf_f, x_te)
+    te_sources = sources[test_mask].tolist()
+    kept_sizes = [size_bucket(loc.box[2]) if loc.box else "?" for loc in prep.kept]
+    te_sizes = (np.array(kept_sizes + ["background"] * len(prep.no_face))[test_mask]).tolist()
+    face_m = np.array([t != NO_FACE for t in truth])
+    tf_ = np.array(truth)
+    metrics: dict[str, Any] = {
+        "architecture": opts.arch,
+        "labels": list(arch.labels),
+        "params": int(model.count_params()),
+        "multiply_adds": multiply_adds(model),
+        "int8_bytes": len(int8),
+        "epochs_run": len(history["loss"]),
+        "train_seconds": round(time.time() - t_start, 1),
+        "int8_float_agreement": float(np.mean(np.array(pred_i8) == np.array(pred_f))),
+        "int8_float_agreement_faces": float(np.mean((np.array(pred_i8) == np.array(pred_f))[face_m])) if face_m.any() else None,
+        "checks": checks,
+        "test": {
+            "int8": door_metrics(tf_[face_m].tolist(), np.array(pred_i8)[face_m].tolist(), arch.labels),
+            "float": door_metrics(tf_[face_m].tolist(), np.array(pred_f)[face_m].tolist(), arch.labels),
+            "int8_by_source": grouped(truth, pred_i8, te_sources, arch.labels),
+            "int8_by_size": grouped(tf_[face_m].tolist(), np.array(pred_i8)[face_m].tolist(),
+                                    np.array(te_sizes)[face_m].tolist(), arch.labels),
+        },
+        "latency_ms_int8_1thread": _latency_ms(bundle_dir / "model.tflite", arch.spec),
+        "latency_ms_float_1thread": _latency_ms(float_dir / "model_float.tflite", arch.spec),
+        "environment": _environment(),
+        "options": {"epochs": opts.epochs, "batch": opts.batch, "limit_per_class": opts.limit_per_class,
+                    "seed": opts.seed, "train_sources": opts.train_sources, "patience": opts.patience},
+        "train_sizes": {"train": int(train_mask.sum()), "val": int(val_mask.sum()), "test": int(test_mask.sum())},
+    }
+    if NO_FACE in arch.labels and (~face_m).any():
+        metrics["test"]["no_face_recall_int8"] = float(np.mean(np.array(pred_i8)[~face_m] == NO_FACE))
+    if opts.scenes is not None:
+        test_scenes = split_scenes(load_scenes(opts.scenes))["test"]
+        metrics["scenes_test_half"] = {"int8": evaluate_scenes(clf_i8, test_scenes, opts.detector_model),
+                                       "float": evaluate_scenes(clf_f, test_scenes, opts.detector_model)}
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+    model.save(out / "model.keras")
+    log.info("build %s done in %.0f s", opts.arch, time.time() - t_start)
+    return metrics
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o))
