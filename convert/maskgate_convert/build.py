@@ -25,7 +25,7 @@ from maskgate.scenes import Scene, load_scenes, split_scenes
 
 from . import dedup
 from .architectures import ARCHS, Arch, build_model, multiply_adds
-from .dataset import NO_FACE, Located, located_counts, locate_faces, scan_classes
+from .dataset import NO_FACE, Located, locate_faces, located_counts, scan_classes
 from .metrics import door_metrics, grouped, size_bucket
 from .quantize import check_integer_model, compile_edgetpu, to_float, to_int8
 
@@ -150,7 +150,8 @@ def prepare(opts: BuildOptions, classes: tuple[str, ...], want_no_face: bool) ->
               "near_duplicate_groups": int(len(set(groups.tolist()))),
               "images_in_multi_member_groups": int(sum(c for c in np.unique(groups, return_counts=True)[1] if c > 1)),
               "signature": f"dHash {dedup.HASH_SIDE}x{dedup.HASH_SIDE} + mirror, Hamming <= {dedup.THRESHOLD}",
-              "no_face_patches": len(nf)}
+              "no_face_patches": len(nf),
+              "unreadable": [f"{loc.item.label}/{loc.item.path.name}: {loc.error}" for loc in located if loc.error]}
     return Prepared(located, splits, groups, crops, kept, kept_split, nf, nf_split, dedup.split_csv(rows), counts)
 
 
@@ -399,7 +400,8 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
         "epochs_run": len(history["loss"]),
         "train_seconds": round(time.time() - t_start, 1),
         "int8_float_agreement": float(np.mean(np.array(pred_i8) == np.array(pred_f))),
-        "int8_float_agreement_faces": float(np.mean((np.array(pred_i8) == np.array(pred_f))[face_m])) if face_m.any() else None,
+        "int8_float_agreement_faces": (float(np.mean((np.array(pred_i8) == np.array(pred_f))[face_m]))
+                                       if face_m.any() else None),
         "checks": checks,
         "test": {
             "int8": door_metrics(tf_[face_m].tolist(), np.array(pred_i8)[face_m].tolist(), arch.labels),

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from maskgate.crop import CropRule, crop_face
 from maskgate.detector import DetectorSettings, FaceDetector
 from maskgate.errors import DataError, ImageError
 from maskgate.imageio import read_bgr
@@ -121,7 +119,7 @@ def locate_faces(items: list[Item], model: str | None = None, workers: int | Non
     cpath = cache_dir() / f"boxes-{key}.json"
     if cache and cpath.exists():
         raw = json.loads(cpath.read_text())
-        return [Located(it, tuple(r["box"]) if r["box"] else None, r["n"], r["err"])  # type: ignore[arg-type]
+        return [Located(it, tuple(r["box"]) if r["box"] else None, r["n"], r["err"])
                 for it, r in zip(items, raw, strict=True)]
     workers = workers or max(1, (os.cpu_count() or 1))
     out: list[Located] = []
@@ -150,13 +148,3 @@ def located_counts(located: list[Located]) -> dict[str, dict[str, dict[str, int]
             if loc.n_faces > 1:
                 bucket["several"] += 1
     return {s: {lab: dict(cnt) for lab, cnt in d.items()} for s, d in c.items()}
-
-
-def load_crops(located: list[Located], size: int, rule: CropRule = CropRule()) -> np.ndarray:
-    """Square BGR crops (N, size, size, 3) for every located face, by the device's crop rule."""
-    kept = [loc for loc in located if loc.box is not None]
-    out = np.empty((len(kept), size, size, 3), np.uint8)
-    for i, loc in enumerate(kept):
-        assert loc.box is not None
-        out[i] = crop_face(read_bgr(loc.item.path), loc.box, size, rule)
-    return out

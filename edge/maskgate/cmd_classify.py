@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .classifier import Classifier
 from .detector import DetectorSettings, FaceDetector
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{path}: error: {exc}", flush=True)
             continue
         n_ok += 1
-        faces = []
+        faces: list[dict[str, Any]] = []
         for face in det.detect(img):
             v = clf.classify_face(img, face.box)
             if v.label == "no_face":

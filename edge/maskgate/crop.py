@@ -76,6 +76,7 @@ def crop_face(frame_bgr: np.ndarray, box: tuple[float, float, float, float], siz
     fh, fw = frame_bgr.shape[:2]
     x1, y1 = x0 + side, y0 + side
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
+    patch: np.ndarray
     if cx1 <= cx0 or cy1 <= cy0:
         patch = np.zeros((side, side, 3), np.uint8)
     else:
@@ -91,6 +92,7 @@ def to_model_input(crop_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Convert a BGR crop (already square) to the model's HxWxC float32 array of 0..255 values."""
     if crop_bgr.shape[:2] != (spec.height, spec.width):
         crop_bgr = cv2.resize(crop_bgr, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+    out: np.ndarray
     if spec.color == "gray":
         out = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)[:, :, None]
     else:

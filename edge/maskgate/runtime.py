@@ -25,7 +25,7 @@ def _modules() -> tuple[str, Any]:
     except ImportError:
         pass
     try:
-        from tflite_runtime import interpreter as tfl  # type: ignore[import-not-found]
+        from tflite_runtime import interpreter as tfl
         return "tflite-runtime", tfl
     except ImportError as exc:
         raise RuntimeUnavailableError(

@@ -1,0 +1,144 @@
+"""``maskgate-convert``: train, evaluate, quantize, bundle and compare mask classifiers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from maskgate.errors import MaskgateError
+
+from .architectures import ARCHS
+
+log = logging.getLogger(__name__)
+SHARED = Path("../shared")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=SHARED / "data" / "faces",
+                   help="folder with one sub-folder per class (default: ../shared/data/faces)")
+    p.add_argument("--scenes", type=Path, default=SHARED / "data" / "scenes",
+                   help="PASCAL VOC scenes for background patches and whole-pipeline evaluation")
+    p.add_argument("--detector-model", default=None, help="YuNet .onnx file or folder (default: cache/download)")
+    p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images per class")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--seed", type=int, default=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskgate-convert", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = sub.add_parser("train", help="train one architecture, quantize, bundle and evaluate it")
+    t.add_argument("--arch", choices=sorted(ARCHS), default="default")
+    t.add_argument("--out", type=Path, default=Path("runs/default"))
+    t.add_argument("--epochs", type=int, default=40, help="maximum epochs (early stopping on val loss)")
+    t.add_argument("--patience", type=int, default=5)
+    t.add_argument("--train-sources", default=None,
+                   help="comma-separated sources to train on (test still reports every source)")
+    t.add_argument("--install", action="store_true",
+                   help="copy the bundle into the maskgate package (edge/maskgate/model)")
+    _add_common(t)
+    t.set_defaults(func=_train)
+    c = sub.add_parser("card", help="write the model card (Markdown + PNG plots) for a run")
+    c.add_argument("run", type=Path)
+    c.add_argument("--out", type=Path, default=Path("reports"))
+    c.add_argument("--commands", default="", help="the commands that produced the run, for the card")
+    c.set_defaults(func=_card)
+    i = sub.add_parser("install", help="copy a run's bundle into the maskgate package")
+    i.add_argument("run", type=Path)
+    i.set_defaults(func=_install)
+    cmp_ = sub.add_parser("compare", help="train every architecture under one budget and print one table")
+    cmp_.add_argument("--archs", default="seed,seed-rgb128,default")
+    cmp_.add_argument("--epochs", type=int, default=5, help="the same epoch budget for every architecture")
+    cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
+    cmp_.add_argument("--report", type=Path, default=Path("reports/compare.md"))
+    cmp_.add_argument("--cross-source", action="store_true",
+                      help="also train default on each source alone and test on the others")
+    _add_common(cmp_)
+    cmp_.set_defaults(func=_compare)
+    return parser
+
+
+def _options(args: argparse.Namespace, arch: str, out: Path, epochs: int, patience: int,
+             train_sources: tuple[str, ...] | None = None) -> object:
+    from .build import BuildOptions
+
+    return BuildOptions(arch=arch, data=args.data, scenes=args.scenes, out=out, epochs=epochs, batch=args.batch,
+                        limit_per_class=args.limit_per_class, detector_model=args.detector_model,
+                        seed=args.seed, train_sources=train_sources, patience=patience)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .build import run_build
+
+    srcs = tuple(s for s in args.train_sources.split(",") if s) if args.train_sources else None
+    m = run_build(_options(args, args.arch, args.out, args.epochs, args.patience, srcs))  # type: ignore[arg-type]
+    t = m["test"]["int8"]
+    print(f"{args.arch}: allow/deny balanced accuracy int8 {t['balanced_accuracy_allow_deny']:.4f}, "
+          f"float {m['test']['float']['balanced_accuracy_allow_deny']:.4f}; "
+          f"int8/float agreement {m['int8_float_agreement_faces']:.4f}; {m['int8_bytes']} bytes; bundle in "
+          f"{args.out / 'bundle'}")
+    if args.install:
+        _install(argparse.Namespace(run=args.out))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from maskgate.bundle import default_bundle_dir, load_bundle
+
+    src = args.run / "bundle"
+    load_bundle(src)
+    dst = Path(__file__).resolve().parents[2] / "edge" / "maskgate" / "model"
+    if not (dst.parent / "__init__.py").exists():
+        dst = default_bundle_dir()
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("model.tflite", "manifest.json", "split.csv"):
+        shutil.copy2(src / f, dst / f)
+    print(f"installed {src} into {dst}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .report import model_card
+
+    print(model_card(args.run, args.out, args.commands))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .build import run_build
+    from .compare import write_compare
+
+    runs = {}
+    for arch in [a for a in args.archs.split(",") if a]:
+        print(f"== training {arch} for {args.epochs} epochs", flush=True)
+        runs[arch] = run_build(_options(args, arch, args.out / arch, args.epochs, args.epochs + 1))  # type: ignore[arg-type]
+    cross = {}
+    if args.cross_source:
+        for src in ("chandrikadeb7", "facemask12k"):
+            print(f"== training default on {src} only", flush=True)
+            cross[src] = run_build(_options(args, "default", args.out / f"default-only-{src}", args.epochs,  # type: ignore[arg-type]
+                                            args.epochs + 1, (src, "maskedfacenet")))
+    table = write_compare(runs, cross, args.report, args.epochs)
+    print(table)
+    (args.out / "compare.json").write_text(json.dumps({"runs": list(runs), "cross": list(cross)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO - 10 * min(args.verbose, 1),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except MaskgateError as exc:
+        print(f"maskgate-convert: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

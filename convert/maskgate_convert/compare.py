@@ -1,0 +1,60 @@
+"""The one comparison table across architectures trained under the same budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _p(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.1f}%"
+
+
+def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, Any]], report: Path,
+                  epochs: int) -> str:
+    head = ("| model | classes | bal. acc. float | bal. acc. int8 | bare-face recall int8 | "
+            "scenes >=48px right | scenes bare-face recall | params | int8 size | MACs | int8 latency (1 thr) |")
+    rows = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    base = runs.get("seed")
+    for name, m in runs.items():
+        t8, tf = m["test"]["int8"], m["test"]["float"]
+        sc = m.get("scenes_test_half", {}).get("int8", {}).get(">=48px")
+        scene_right = f"{sc['right_decision']}/{sc['faces']}" if sc else "n/a"
+        scene_bare = _p((sc["door"]["bare_face_recall"] or {}).get("value")) if sc else "n/a"
+        lat = m["latency_ms_int8_1thread"]
+        ratio = f" ({base['latency_ms_int8_1thread'] / lat:.0f}x faster than seed)" if base and name != "seed" else ""
+        rows.append(f"| {name} | {len(m['labels'])} | {_p(tf['balanced_accuracy_allow_deny'])} | "
+                    f"{_p(t8['balanced_accuracy_allow_deny'])} | {_p((t8['bare_face_recall'] or {}).get('value'))} | "
+                    f"{scene_right} | {scene_bare} | {m['params']:,} | {m['int8_bytes']:,} | "
+                    f"{m['multiply_adds']:,} | {lat:.3f} ms{ratio} |")
+    table = "\n".join(rows)
+    env = next(iter(runs.values()))["environment"] if runs else {}
+    lines = [
+        "# maskgate-convert compare",
+        "",
+        f"Every architecture trained for the same budget of {epochs} epochs on the same grouped split; "
+        "balanced accuracy is on the door's question (allow = with_mask, deny = anything else) on the "
+        "grouped test split; scene numbers are the whole pipeline (YuNet + classifier) on the scene test half. "
+        "Latency: int8 model, ai-edge-litert, 1 thread, median of 50 runs, this machine.",
+        "",
+        f"Machine: {env.get('processor')} ({env.get('machine')}), Python {env.get('python')}, "
+        f"TensorFlow {env.get('tensorflow')}, commit {env.get('commit') or 'n/a'}.",
+        "",
+        table,
+        "",
+    ]
+    if cross:
+        lines += ["## Train on one source, test on another", "",
+                  "The default architecture trained on one source's train split (plus maskedfacenet for the "
+                  "incorrect class and background patches); every source's test split reported. A large drop "
+                  "on the unseen source means the model learned the source, not the mask.", "",
+                  "| trained on | tested on | n | allow/deny bal. acc. int8 | bare-face recall |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for src, m in cross.items():
+            for tsrc, g in m["test"]["int8_by_source"].items():
+                lines.append(f"| {src} | {tsrc} | {g['n']} | {_p(g['balanced_accuracy_allow_deny'])} | "
+                             f"{_p((g['bare_face_recall'] or {}).get('value'))} |")
+        lines.append("")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines))
+    return table

@@ -1,0 +1,373 @@
+"""The daemon's configuration: one TOML file validated at load into frozen, typed settings.
+
+Every field carries its description and check in its dataclass metadata, so validation, the
+example config and ``maskgate config check`` share one source. Unknown keys are rejected and every
+problem is reported as ``key.path: message (got value)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import tomllib
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigFileError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/maskgate/maskgate.toml")
+
+DEFAULT_PINS: dict[str, int] = {"green": 17, "red": 27, "buzzer": 18, "relay": 22, "button": 23}
+"""BCM pin numbers; ``hardware/`` is wired to match these."""
+
+LABELS = ("with_mask", "without_mask", "incorrect_mask")
+DECISIONS = ("idle", "checking", "uncertain", "allow", "deny", "fault")
+MODES = ("enforce", "advisory", "off")
+SOURCE_TYPES = ("picamera2", "opencv", "replay", "synthetic")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+Check = Callable[[Any], str | None]
+
+
+def _opt(default: Any, doc: str, check: Check | None = None) -> Any:
+    if isinstance(default, list | dict):
+        raise TypeError("use tuples for defaults")
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+def _one_of(*values: Any) -> Check:
+    return lambda v: None if v in values else "must be one of " + ", ".join(repr(x) for x in values)
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+    return check
+
+
+def _pin(v: int) -> str | None:
+    return None if 0 <= v <= 27 else "must be a BCM GPIO number 0..27"
+
+
+def _tz(v: str) -> str | None:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "unknown time zone (use an IANA name such as 'Europe/Berlin' or 'UTC')"
+    return None
+
+
+def _hours(v: tuple[str, ...]) -> str | None:
+    for item in v:
+        if not _HOURS_RE.match(item):
+            return f"{item!r} is not HH:MM-HH:MM"
+    return None
+
+
+def _days(v: tuple[str, ...]) -> str | None:
+    bad = [d for d in v if d not in DAYS]
+    return f"unknown day(s) {bad}; use {', '.join(DAYS)}" if bad else None
+
+
+def _roi(v: tuple[float, ...]) -> str | None:
+    if len(v) != 4:
+        return "must be [x0, y0, x1, y1]"
+    x0, y0, x1, y1 = v
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        return "must be fractions of the frame with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
+    return None
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where frames come from."""
+
+    type: str = _opt("picamera2", "frame source: picamera2 | opencv | replay | synthetic",
+                     _one_of(*SOURCE_TYPES))
+    device: str = _opt("", "opencv: device index ('0'), video file or RTSP/HTTP URL; "
+                           "replay: folder of images or a video file")
+    width: int = _opt(640, "frame width for inference (picamera2 low-res stream, opencv request, "
+                           "synthetic frames)", _range(32, 4096))
+    height: int = _opt(480, "frame height for inference", _range(32, 4096))
+    fps: float = _opt(10.0, "frames per second (camera request; replay and synthetic playback rate)",
+                      _range(0.0, 120.0, lo_open=True))
+    rotation: int = _opt(0, "rotate frames clockwise by 0, 90, 180 or 270 degrees", _one_of(0, 90, 180, 270))
+    flip: str = _opt("none", "mirror frames (after rotation): none | horizontal | vertical | both",
+                     _one_of("none", "horizontal", "vertical", "both"))
+    hold: int = _opt(1, "replay: how many frames each image of a folder is shown", _range(1, 10_000))
+    loop: bool = _opt(False, "replay and synthetic: start again at the end instead of stopping")
+    frame_timeout: float = _opt(5.0, "live sources: seconds without a frame before the gate faults "
+                                     "(reason camera) and reopens the camera", _range(0.1, 600.0))
+    max_bad_frames: int = _opt(10, "consecutive unreadable frames before the gate faults", _range(1, 10_000))
+    faces: str = _opt("", "synthetic: folder with with_mask/, without_mask/, incorrect_mask/ face crops")
+    people: int = _opt(1, "synthetic: at most this many people at the door at once", _range(1, 8))
+    seed: int = _opt(0, "synthetic: random seed (same seed, same sequence)")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Face detection (YuNet) and which faces count."""
+
+    model: str = _opt("", "YuNet .onnx path; empty: the model cache, downloaded once if missing")
+    score_threshold: float = _opt(0.5, "detector score threshold", _range(0.0, 1.0, lo_open=True))
+    nms_threshold: float = _opt(0.3, "detector non-maximum suppression threshold", _range(0.0, 1.0))
+    max_side: int = _opt(640, "frames are downscaled to this longer side before detection",
+                         _range(64, 4096))
+    upscale: float = _opt(1.0, "also search at this scale for small faces (1 disables)", _range(1.0, 4.0))
+    min_face: int = _opt(48, "faces narrower than this many frame pixels are ignored", _range(0, 4096))
+    roi: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0),
+                                  "doorway region [x0, y0, x1, y1] as fractions of the frame; "
+                                  "a face counts when its centre is inside", _roi)
+    every: int = _opt(1, "run the detector on every Nth frame and follow tracks in between "
+                         "(1: every frame)", _range(1, 30))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The int8 mask classifier."""
+
+    model: str = _opt("", "bundle directory (model.tflite + manifest.json); empty: the shipped model")
+    threads: int = _opt(1, "interpreter threads", _range(1, 8))
+    delegate: str = _opt("cpu", "cpu | edgetpu (Coral; falls back to CPU with a warning)",
+                         _one_of("cpu", "edgetpu"))
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """Tracking, voting and the gate's mode."""
+
+    mode: str = _opt("enforce", "enforce: lights, buzzer and door relay; advisory: lights and buzzer "
+                                "only, the door is never driven; off: nothing is driven",
+                     _one_of(*MODES))
+    window: int = _opt(5, "votes are counted over a track's last N classified frames", _range(1, 50))
+    votes: int = _opt(3, "a track decides when this many of its last `window` votes agree", _range(1, 50))
+    mask_score: float = _opt(0.7, "a with_mask verdict votes 'masked' only at or above this score; "
+                                  "lower scores are uncertain votes", _range(0.0, 1.0))
+    bare_score: float = _opt(0.6, "a without_mask or incorrect_mask verdict votes 'deny' only at or "
+                                  "above this score; lower scores are uncertain votes", _range(0.0, 1.0))
+    cooldown: float = _opt(10.0, "seconds before the same person can trigger the door or the "
+                                 "buzzer again", _range(0.0, 3600.0))
+    track_timeout: float = _opt(1.0, "seconds a track survives without a matching face", _range(0.05, 60.0))
+    track_iou: float = _opt(0.3, "minimum overlap (IoU) to match a face to an existing track",
+                            _range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """When the gate is active; outside these hours it drives nothing (the staff button still works)."""
+
+    enabled: bool = _opt(False, "false: active at all times")
+    timezone: str = _opt("UTC", "IANA time zone for hours and days", _tz)
+    hours: tuple[str, ...] = _opt(("08:00-20:00",), "active windows in local time, HH:MM-HH:MM", _hours)
+    days: tuple[str, ...] = _opt(DAYS, "active days", _days)
+
+
+@dataclass(frozen=True)
+class PinSettings:
+    """BCM pin numbers (defaults match hardware/)."""
+
+    green: int = _opt(DEFAULT_PINS["green"], "green LED (allowed)", _pin)
+    red: int = _opt(DEFAULT_PINS["red"], "red LED (denied, fault)", _pin)
+    buzzer: int = _opt(DEFAULT_PINS["buzzer"], "active buzzer", _pin)
+    relay: int = _opt(DEFAULT_PINS["relay"], "door relay", _pin)
+    button: int = _opt(DEFAULT_PINS["button"], "staff button (to ground)", _pin)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """LEDs, buzzer, door relay and the staff button through gpiozero."""
+
+    pin_factory: str = _opt("", "gpiozero pin factory (lgpio, rpigpio, pigpio, native, mock); "
+                                "empty: $GPIOZERO_PIN_FACTORY, else gpiozero's default")
+    relay_active_high: bool = _opt(True, "false for relay boards that switch on a low input")
+    relay_pulse: float = _opt(5.0, "seconds the relay opens the door for", _range(0.1, 60.0))
+    relay_max_on: float = _opt(15.0, "hard limit on continuous relay on-time, enforced by a "
+                                     "monotonic timer independent of frames", _range(0.1, 300.0))
+    buzzer_mute: bool = _opt(False, "true: never sound the buzzer")
+    button: bool = _opt(False, "enable the staff button (opens the door for one pulse)")
+    button_bounce: float = _opt(0.05, "staff button debounce time in seconds", _range(0.0, 1.0))
+    pins: PinSettings = field(default_factory=PinSettings, metadata={"doc": "BCM pins"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration."""
+
+    source: SourceSettings = field(default_factory=SourceSettings, metadata={"doc": "frame source"})
+    detector: DetectorConfig = field(default_factory=DetectorConfig, metadata={"doc": "face detector"})
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig, metadata={"doc": "classifier"})
+    decision: DecisionSettings = field(default_factory=DecisionSettings, metadata={"doc": "decision"})
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings, metadata={"doc": "schedule"})
+    outputs: OutputSettings = field(default_factory=OutputSettings, metadata={"doc": "outputs"})
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "list of " + _type_name(typing.get_args(tp)[0])
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
+    """Return (ok, value) with TOML values checked against a field type (ints accepted as floats)."""
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list):
+            return False, value
+        inner = typing.get_args(tp)[0]
+        out = []
+        for item in value:
+            ok, v = _coerce(inner, item)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, tuple(out)
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{path}: must be a table (got {_fmt(data)})")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else key
+            problems.append(f"{where}: unknown key; expected one of {', '.join(fields)} (got {_fmt(data[key])})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        where = f"{path}.{name}" if path else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(typing.cast(type, tp), data[name], where, problems)
+            continue
+        ok, value = _coerce(tp, data[name])
+        if not ok:
+            problems.append(f"{where}: must be a {_type_name(tp)} (got {_fmt(data[name])})")
+            continue
+        check = f.metadata.get("check")
+        msg = check(value) if check else None
+        if msg:
+            problems.append(f"{where}: {msg} (got {_fmt(value)})")
+            continue
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _cross_checks(s: Settings, problems: list[str]) -> None:
+    d, o = s.decision, s.outputs
+    if d.votes > d.window:
+        problems.append(f"decision.votes: must not exceed decision.window ({d.window}) (got {d.votes})")
+    if o.relay_pulse > o.relay_max_on:
+        problems.append(f"outputs.relay_pulse: must not exceed outputs.relay_max_on ({o.relay_max_on}) "
+                        f"(got {o.relay_pulse})")
+    pins = dataclasses.asdict(o.pins)
+    if not o.button:
+        pins.pop("button")
+    seen: dict[int, str] = {}
+    for name, pin in pins.items():
+        if pin in seen:
+            problems.append(f"outputs.pins.{name}: pin already used by outputs.pins.{seen[pin]} (got {pin})")
+        seen[pin] = name
+    if s.source.type == "replay" and not s.source.device:
+        problems.append("source.device: a replay source needs a folder or video file (got '')")
+
+
+def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
+    """Validate a parsed TOML document; raise ConfigFileError listing every problem."""
+    problems: list[str] = []
+    settings = _build(Settings, data, "", problems)
+    if not problems:
+        _cross_checks(settings, problems)
+    if problems:
+        raise ConfigFileError(source, problems)
+    return typing.cast(Settings, settings)
+
+
+def parse_config(text: str, source: str = "<config>") -> Settings:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(source, [f"(file): not valid TOML: {exc}"]) from exc
+    return settings_from_dict(data, source)
+
+
+def load_config(path: str | Path) -> Settings:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigFileError(str(p), ["(file): not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(str(p), [f"(file): cannot read ({exc})"]) from exc
+    return parse_config(text, str(p))
+
+
+def resolve_config(path: str | Path | None) -> tuple[Settings, Path | None]:
+    """Settings from ``path``; without one, the default file if it exists, else built-in defaults."""
+    if path is not None:
+        return load_config(path), Path(path)
+    if DEFAULT_CONFIG_PATH.exists():
+        return load_config(DEFAULT_CONFIG_PATH), DEFAULT_CONFIG_PATH
+    log.warning("no config file at %s; using built-in defaults", DEFAULT_CONFIG_PATH)
+    return Settings(), None
+
+
+def replace(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    """A copy of ``settings`` with some fields of some sections replaced (validated again)."""
+    new = {name: dataclasses.replace(getattr(settings, name), **vals) for name, vals in sections.items()}
+    out = dataclasses.replace(settings, **new)
+    problems: list[str] = []
+    _cross_checks(out, problems)
+    if problems:
+        raise ConfigFileError("<overrides>", problems)
+    return out
+
+
+def iter_keys(cls: type = Settings, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Every leaf key as (dotted path, default, description), for docs and the example-config test."""
+    out: list[tuple[str, Any, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.extend(iter_keys(typing.cast(type, hints[f.name]), key + "."))
+        else:
+            out.append((key, f.default, str(f.metadata.get("doc", ""))))
+    return out
+
+
+def example_path() -> Path:
+    from importlib import resources
+    return Path(str(resources.files("maskgate") / "data" / "maskgate.example.toml"))
