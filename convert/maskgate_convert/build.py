@@ -53,6 +53,8 @@ class BuildOptions:
     seed: int = 1
     train_sources: tuple[str, ...] | None = None
     patience: int = 5
+    peer: Path | None = None
+    """AIZOO peer model to evaluate on the same scenes (skipped when None or missing)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,7 +165,7 @@ def model_inputs(crops: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def _augment_fn(spec: InputSpec) -> Any:
-    """Door-camera augmentation: light, contrast, blur, scale/shift, JPEG, mirror."""
+    """Door-camera augmentation: light, contrast, blur, low resolution, scale/shift, JPEG, mirror."""
     import tensorflow as tf
 
     k = np.array([1, 4, 6, 4, 1], np.float32)
@@ -172,20 +174,31 @@ def _augment_fn(spec: InputSpec) -> Any:
 
     def aug(x: Any, y: Any) -> Any:
         x = tf.image.random_flip_left_right(x)
-        s = tf.random.uniform([], 0.85, 1.0)
+        s = tf.random.uniform([], 0.88, 1.0)
         oy = tf.random.uniform([], 0.0, 1.0 - s)
         ox = tf.random.uniform([], 0.0, 1.0 - s)
         x = tf.image.crop_and_resize(x[None], [[oy, ox, oy + s, ox + s]], [0], [spec.height, spec.width])[0]
-        x = x * tf.random.uniform([], 0.6, 1.4) + tf.random.uniform([], -40.0, 40.0)
+        x = x * tf.random.uniform([], 0.75, 1.25) + tf.random.uniform([], -25.0, 25.0)
         mean = tf.reduce_mean(x)
-        x = (x - mean) * tf.random.uniform([], 0.7, 1.3) + mean
+        x = (x - mean) * tf.random.uniform([], 0.8, 1.2) + mean
         x = tf.clip_by_value(x, 0.0, 255.0)
-        if tf.random.uniform([]) < 0.3:
-            x = tf.nn.depthwise_conv2d(x[None], kernel, [1, 1, 1, 1], "SAME")[0]
-        if tf.random.uniform([]) < 0.3:
-            q = tf.random.uniform([], 30, 95, dtype=tf.int32)
-            x = tf.cast(tf.image.adjust_jpeg_quality(tf.cast(x, tf.uint8), q), tf.float32)
-            x = tf.reshape(x, spec.shape)
+
+        def blur(x: Any) -> Any:
+            return tf.nn.depthwise_conv2d(x[None], kernel, [1, 1, 1, 1], "SAME")[0]
+
+        def lowres(x: Any) -> Any:
+            side = tf.random.uniform([], 14, 40, dtype=tf.int32)
+            small = tf.image.resize(x, tf.stack([side, side]), antialias=True)
+            return tf.reshape(tf.image.resize(small, [spec.height, spec.width]), spec.shape)
+
+        def jpeg(x: Any) -> Any:
+            q = tf.random.uniform([], 40, 95, dtype=tf.int32)
+            out = tf.cast(tf.image.adjust_jpeg_quality(tf.cast(x, tf.uint8), q), tf.float32)
+            return tf.reshape(out, spec.shape)
+
+        x = tf.cond(tf.random.uniform([]) < 0.2, lambda: blur(x), lambda: x)
+        x = tf.cond(tf.random.uniform([]) < 0.3, lambda: lowres(x), lambda: x)
+        x = tf.cond(tf.random.uniform([]) < 0.2, lambda: jpeg(x), lambda: x)
         return x, y
 
     return aug
@@ -209,7 +222,7 @@ def train(arch: Arch, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va
     va = (x_va, keras.utils.to_categorical(y_va, n_cls))
     cbs = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)]
     if arch.augment:
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2))
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3))
     hist = model.fit(ds, validation_data=va, epochs=opts.epochs, class_weight=weights, callbacks=cbs,
                      verbose=2)
     return model, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
@@ -261,24 +274,37 @@ def predict(clf: Classifier, x: np.ndarray) -> tuple[list[str], np.ndarray]:
 def evaluate_scenes(clf: Classifier, scenes: list[Scene], detector_model: str | None) -> dict[str, Any]:
     """Detect with the device's settings, match to annotations (IoU >= 0.3), classify, decide."""
     det = FaceDetector(DEVICE_DETECTOR, detector_model)
+
+    def faces_of(img: np.ndarray) -> list[tuple[tuple[int, int, int, int], str]]:
+        return [(f.box, clf.classify_face(img, f.box).label) for f in det.detect(img)]
+
+    return _scene_outcomes(scenes, faces_of)
+
+
+def evaluate_peer_scenes(peer_model: Path, scenes: list[Scene]) -> dict[str, Any]:
+    """The AIZOO peer on the same scenes and the same matching rule, decoded as its authors do."""
+    from maskgate.peer_aizoo import AizooDetector
+
+    peer = AizooDetector(peer_model)
+    return _scene_outcomes(scenes, lambda img: [(f.box, f.label) for f in peer.detect(img)])
+
+
+def _scene_outcomes(scenes: list[Scene], faces_of: Any) -> dict[str, Any]:
     truth: list[str] = []
     pred: list[str] = []
     sizes: list[str] = []
     for sc in scenes:
         img = read_bgr(sc.image)
-        faces = det.detect(img)
+        faces = faces_of(img)
         for gt in sc.faces:
             best, bi = 0.0, -1
-            for j, f in enumerate(faces):
-                v = _iou(gt.box, f.box)
+            for j, (box, _) in enumerate(faces):
+                v = _iou(gt.box, box)
                 if v > best:
                     best, bi = v, j
             truth.append(gt.label)
             sizes.append(">=48px" if gt.box[2] >= 48 else "<48px")
-            if best < 0.3:
-                pred.append("missed")
-            else:
-                pred.append(clf.classify_face(img, faces[bi].box).label)
+            pred.append("missed" if best < 0.3 else faces[bi][1])
     labels = ["with_mask", "without_mask", "incorrect_mask", NO_FACE, "missed"]
     out: dict[str, Any] = {}
     t, p, s = np.array(truth), np.array(pred), np.array(sizes)
@@ -423,6 +449,8 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
         test_scenes = split_scenes(load_scenes(opts.scenes))["test"]
         metrics["scenes_test_half"] = {"int8": evaluate_scenes(clf_i8, test_scenes, opts.detector_model),
                                        "float": evaluate_scenes(clf_f, test_scenes, opts.detector_model)}
+        if opts.peer is not None and opts.peer.exists():
+            metrics["peer_aizoo_scenes_test_half"] = evaluate_peer_scenes(opts.peer, test_scenes)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
     model.save(out / "model.keras")

@@ -24,6 +24,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="PASCAL VOC scenes for background patches and whole-pipeline evaluation")
     p.add_argument("--detector-model", default=None, help="YuNet .onnx file or folder (default: cache/download)")
     p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images per class")
+    p.add_argument("--peer", type=Path, default=SHARED / "peers" / "aizoo" / "face_mask_detection.tflite",
+                   help="AIZOO peer model evaluated on the same scenes (skipped if missing)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
 
@@ -51,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install", help="copy a run's bundle into the maskgate package")
     i.add_argument("run", type=Path)
     i.set_defaults(func=_install)
+    d = sub.add_parser("tune-detector", help="choose YuNet settings on the scene tuning half, report the test half")
+    d.add_argument("--scenes", type=Path, default=SHARED / "data" / "scenes")
+    d.add_argument("--detector-model", default=None)
+    d.add_argument("--report", type=Path, default=Path("reports/detector.md"))
+    d.set_defaults(func=_tune_detector)
     cmp_ = sub.add_parser("compare", help="train every architecture under one budget and print one table")
     cmp_.add_argument("--archs", default="seed,seed-rgb128,default")
     cmp_.add_argument("--epochs", type=int, default=5, help="the same epoch budget for every architecture")
@@ -69,7 +76,7 @@ def _options(args: argparse.Namespace, arch: str, out: Path, epochs: int, patien
 
     return BuildOptions(arch=arch, data=args.data, scenes=args.scenes, out=out, epochs=epochs, batch=args.batch,
                         limit_per_class=args.limit_per_class, detector_model=args.detector_model,
-                        seed=args.seed, train_sources=train_sources, patience=patience)
+                        seed=args.seed, train_sources=train_sources, patience=patience, peer=args.peer)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -99,6 +106,13 @@ def _install(args: argparse.Namespace) -> int:
     for f in ("model.tflite", "manifest.json", "split.csv"):
         shutil.copy2(src / f, dst / f)
     print(f"installed {src} into {dst}")
+    return 0
+
+
+def _tune_detector(args: argparse.Namespace) -> int:
+    from .detector_tuning import report
+
+    print(report(args.scenes, args.detector_model, args.report))
     return 0
 
 

@@ -27,6 +27,11 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
                     f"{_p(t8['balanced_accuracy_allow_deny'])} | {_p((t8['bare_face_recall'] or {}).get('value'))} | "
                     f"{scene_right} | {scene_bare} | {m['params']:,} | {m['int8_bytes']:,} | "
                     f"{m['multiply_adds']:,} | {lat:.3f} ms{ratio} |")
+    peer = next((m["peer_aizoo_scenes_test_half"] for m in runs.values() if "peer_aizoo_scenes_test_half" in m), None)
+    if peer:
+        sc = peer[">=48px"]
+        rows.append(f"| AIZOO peer (one-stage detector) | 2 | n/a | n/a | n/a | {sc['right_decision']}/{sc['faces']} | "
+                    f"{_p((sc['door']['bare_face_recall'] or {}).get('value'))} | n/a | n/a | n/a | n/a |")
     table = "\n".join(rows)
     env = next(iter(runs.values()))["environment"] if runs else {}
     lines = [

@@ -136,8 +136,8 @@ def model_card(run_dir: Path, out_dir: Path, commands: str) -> Path:
         "Every image was re-cropped with the device's YuNet detector and crop rule "
         "(`maskgate.crop`). Images where no face was found were dropped; the counts below are per "
         "source and class, because dropping correlates with the label (masked faces are harder "
-        "to detect), which the scene evaluation exposes. Near-duplicates were grouped "
-        f"({m.get('data_signature', '')}) and train/val/test split by group.",
+        "to detect), which the scene evaluation exposes. Near-duplicates were grouped and "
+        "train/val/test split by group (signature below).",
         "",
         "| source | class | kept | no face (dropped) | several faces (largest kept) |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -189,9 +189,12 @@ def model_card(run_dir: Path, out_dir: Path, commands: str) -> Path:
                   "| faces | model | n | detected | masked detected | right decision | bare-face recall "
                   "| wrong allows |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+        kinds = {"int8": m["scenes_test_half"]["int8"], "float": m["scenes_test_half"]["float"]}
+        if "peer_aizoo_scenes_test_half" in m:
+            kinds["AIZOO peer"] = m["peer_aizoo_scenes_test_half"]
         for key in (">=48px", "<48px", "all"):
-            for kind in ("int8", "float"):
-                s = m["scenes_test_half"][kind][key]
+            for kind, res in kinds.items():
+                s = res[key]
                 dm = s["detected_masked"]
                 lines.append(f"| {key} | {kind} | {s['faces']} | {s['detected']} | {dm[0]}/{dm[1]} | "
                              f"{s['right_decision']} ({_pct(s['right_decision'] / max(s['faces'], 1))}) | "
