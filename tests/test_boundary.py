@@ -9,7 +9,7 @@ import sys
 SCRIPT = r"""
 import importlib, json, pkgutil, sys
 import maskgate
-names = sorted(m.name for m in pkgutil.walk_packages(maskgate.__path__, "maskgate."))
+names = sorted(m.name for m in pkgutil.walk_packages(maskgate.__path__, "maskgate.") if not m.name.endswith("__main__"))
 for n in names:
     importlib.import_module(n)
 bad = sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow", "keras", "tf_keras", "maskgate_convert"))

@@ -14,12 +14,11 @@ import pytest
 
 from conftest import require_data
 from maskgate.errors import MaskgateError
-from maskgate.sdnotify import Notifier, NotifyError
+from maskgate.sdnotify import SEND_TIMEOUT, Notifier, NotifyError
 
 
 def _fields(datagram: bytes) -> dict[str, str]:
-    text = datagram.decode()
-    assert text.endswith("\n")
+    text = datagram.decode()  # systemd's own tools omit the final newline; we send one
     return dict(line.split("=", 1) for line in text.splitlines())
 
 
@@ -158,15 +157,30 @@ def test_gone_socket_is_logged_once_then_recovers(tmp_path: Path, caplog: pytest
 def test_many_threads_one_datagram_each(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
     n = Notifier(path, watchdog_usec=1_000_000)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(sock.recv(4096) for _ in range(80)))
+    reader.start()
     threads = [threading.Thread(target=lambda: [n.watchdog() for _ in range(20)]) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    got = [sock.recv(4096) for _ in range(80)]
-    assert set(got) == {b"WATCHDOG=1\n"}
+    reader.join(timeout=10)
+    assert len(got) == 80 and set(got) == {b"WATCHDOG=1\n"}
     n.close()
     assert "closed" in repr(n)
+
+
+def test_a_full_queue_does_not_stall_the_caller(listener: tuple[socket.socket, str]) -> None:
+    """A stuck manager (nobody reading) makes a ping fail after SEND_TIMEOUT instead of hanging."""
+    _, path = listener
+    n = Notifier(path, watchdog_usec=1_000_000)
+    start = time.monotonic()
+    results = [n.watchdog() for _ in range(600)]  # far beyond any receive queue
+    elapsed = time.monotonic() - start
+    assert results[0] is True and results[-1] is False
+    assert elapsed < 2 * SEND_TIMEOUT + 2  # one wait, then non-blocking until it works again
+    n.close()
 
 
 def test_systemd_notify_parses_the_same_wire_format(listener: tuple[socket.socket, str]) -> None:
@@ -180,7 +194,7 @@ def test_systemd_notify_parses_the_same_wire_format(listener: tuple[socket.socke
             pytest.fail("systemd-notify not installed (apt-get install systemd)")
         pytest.skip("systemd-notify not installed")
     sock, path = listener
-    subprocess.run([tool, "--status=hello"], env={**os.environ, "NOTIFY_SOCKET": path}, check=True)
+    subprocess.run([tool, "--no-block", "--status=hello"], env={**os.environ, "NOTIFY_SOCKET": path}, check=True)
     theirs = sock.recv(4096)
     Notifier(path).status("hello")
     ours = sock.recv(4096)

@@ -11,7 +11,8 @@ a no-op that returns ``False``.
 half of it, which :meth:`Notifier.watchdog_interval` returns. ``$WATCHDOG_PID``, when set, names
 the one process the watchdog is meant for.
 
-A failed send is logged (not raised): the frame loop must not die because the service manager's
+A failed send (no listener, or a full queue for longer than ``SEND_TIMEOUT``; later sends do not wait
+until one succeeds again) is logged (not raised): the frame loop must not die because the service manager's
 socket went away. A malformed ``$NOTIFY_SOCKET`` or ``$WATCHDOG_USEC`` raises :class:`NotifyError`
 at :meth:`Notifier.from_env`, because a unit that can never report ready would only time out.
 """
@@ -30,7 +31,10 @@ from .errors import MaskgateError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NotifyError", "Notifier"]
+__all__ = ["SEND_TIMEOUT", "NotifyError", "Notifier"]
+
+#: Longest a send may wait when the manager's queue is full (seconds); then it counts as failed.
+SEND_TIMEOUT = 0.5
 
 
 class NotifyError(MaskgateError, OSError):
@@ -123,6 +127,9 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # A receiver whose queue is full blocks a datagram sender: wait at most SEND_TIMEOUT,
+                # and not at all while failing, so a stuck manager never stalls the frame loop.
+                self._sock.settimeout(0.0 if self._failed else SEND_TIMEOUT)
                 assert self._address is not None
                 self._sock.sendto(payload, self._address)
             except OSError as exc:
