@@ -7,8 +7,9 @@
 - ``default``: maskgate's design. 64x64 RGB, a stem convolution and six depthwise-separable
   blocks (BatchNorm folded at conversion, ReLU), global average pooling, one dense softmax over
   ``with_mask, without_mask, incorrect_mask, no_face``. About 3 M multiply-adds and 90 k
-  parameters (about 130x fewer multiply-adds than ``seed``); every op (CONV_2D, DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX, MUL/ADD from
-  the input rescale) is integer-only and on the Edge TPU's supported list.
+  parameters (about 130x fewer multiply-adds than ``seed``); every op (CONV_2D,
+  DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX, MUL/ADD from the input rescale) is
+  integer-only and on the Edge TPU's supported list.
 - ``mobilenetv2``: MobileNetV2 (alpha 1.0, 224x224 RGB) with a 2-class head, like the most popular
   open mask detector's classifier; written for speed comparisons (architecture only).
 

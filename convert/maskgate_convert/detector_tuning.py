@@ -78,7 +78,8 @@ def report(scenes_dir: Path, model: str | None, out: Path) -> str:
     lines += ["", f"Chosen: score threshold {best.score_threshold}, upscale {best.upscale} (OpenCV Zoo's "
               "default 0.9 finds under half of the masked faces). Ties on masked recall >= 48 px are broken by "
               "cost, then by false detections. The misses >= 48 px are faces cut by the image border or "
-              "heavily blurred; padding the frame (tried) did not recover them.", "", "## Test half (reported once)", "",
+              "heavily blurred; padding the frame (tried) did not recover them.", "",
+              "## Test half (reported once)", "",
               "| faces | detected | recall |", "| --- | ---: | ---: |"]
     for k in sorted(test["recall"]):
         h, n = test["recall"][k]

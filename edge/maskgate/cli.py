@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES = (
     "maskgate.cmd_classify",
     "maskgate.cmd_models",
+    "maskgate.cmd_config",
+    "maskgate.cmd_run",
+    "maskgate.cmd_demo",
 )
 
 

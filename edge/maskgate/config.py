@@ -107,7 +107,7 @@ class SourceSettings:
     flip: str = _opt("none", "mirror frames (after rotation): none | horizontal | vertical | both",
                      _one_of("none", "horizontal", "vertical", "both"))
     hold: int = _opt(1, "replay: how many frames each image of a folder is shown", _range(1, 10_000))
-    loop: bool = _opt(False, "replay and synthetic: start again at the end instead of stopping")
+    loop: bool = _opt(False, "replay: start again at the end instead of stopping")
     frame_timeout: float = _opt(5.0, "live sources: seconds without a frame before the gate faults "
                                      "(reason camera) and reopens the camera", _range(0.1, 600.0))
     max_bad_frames: int = _opt(10, "consecutive unreadable frames before the gate faults", _range(1, 10_000))
@@ -153,10 +153,13 @@ class DecisionSettings:
                      _one_of(*MODES))
     window: int = _opt(5, "votes are counted over a track's last N classified frames", _range(1, 50))
     votes: int = _opt(3, "a track decides when this many of its last `window` votes agree", _range(1, 50))
-    mask_score: float = _opt(0.7, "a with_mask verdict votes 'masked' only at or above this score; "
+    mask_score: float = _opt(0.9, "a with_mask verdict votes 'masked' only at or above this score; "
                                   "lower scores are uncertain votes", _range(0.0, 1.0))
     bare_score: float = _opt(0.6, "a without_mask or incorrect_mask verdict votes 'deny' only at or "
                                   "above this score; lower scores are uncertain votes", _range(0.0, 1.0))
+    no_face_score: float = _opt(0.75, "a detection the classifier calls no_face is ignored only at or "
+                                      "above this score; below it the face blocks the door as uncertain",
+                                _range(0.0, 1.0))
     cooldown: float = _opt(10.0, "seconds before the same person can trigger the door or the "
                                  "buzzer again", _range(0.0, 3600.0))
     track_timeout: float = _opt(1.0, "seconds a track survives without a matching face", _range(0.05, 60.0))
@@ -215,8 +218,9 @@ class Settings:
 
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
-        return "list of " + _type_name(typing.get_args(tp)[0])
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))
+        return "a list of " + {bool: "booleans", int: "integers", float: "numbers", str: "strings"}[
+            typing.get_args(tp)[0]]
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
 def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
@@ -273,7 +277,7 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
             continue
         ok, value = _coerce(tp, data[name])
         if not ok:
-            problems.append(f"{where}: must be a {_type_name(tp)} (got {_fmt(data[name])})")
+            problems.append(f"{where}: must be {_type_name(tp)} (got {_fmt(data[name])})")
             continue
         check = f.metadata.get("check")
         msg = check(value) if check else None

@@ -1,0 +1,85 @@
+"""Assemble and run one gate (shared by ``maskgate run`` and ``maskgate demo``), with signals:
+SIGTERM/SIGINT stop it (relay off first), SIGHUP reloads the config file between frames."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, load_config
+from .errors import ConfigFileError
+from .events import Observer
+from .outputs import Outputs
+from .pipeline import Pipeline, build_classifier, build_detector
+from .sources import FrameSource, make_source
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def signal_handlers(pipeline: Pipeline) -> Iterator[None]:
+    """Install SIGTERM/SIGINT (stop, relay off first) and SIGHUP (reload) while the gate runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        pipeline.outputs.relay_off()
+        log.warning("%s: stopping", signal.Signals(signum).name)
+        pipeline.stop()
+
+    def hup(_signum: int, _frame: Any) -> None:
+        log.warning("SIGHUP: reloading the configuration")
+        pipeline.request_reload()
+
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def reloader_for(path: Path | None) -> Callable[[], Settings]:
+    def reload() -> Settings:
+        if path is None:
+            raise ConfigFileError("(none)", ["(file): started without a config file; nothing to reload"])
+        return load_config(path)
+    return reload
+
+
+def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory: Any = None,
+             source: FrameSource | None = None, observers: list[Observer] | None = None,
+             on_alive: Callable[[], None] | None = None, max_frames: int | None = None,
+             realtime: bool = True, visits: int | None = None, keep_images: bool = False,
+             stats: Stats | None = None) -> int:
+    """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed."""
+    outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
+    src: FrameSource | None = None
+    try:
+        detector = build_detector(settings)
+        classifier = build_classifier(settings)
+        src = source or make_source(settings.source, realtime=realtime, visits=visits)
+        src.open()
+        pipeline = Pipeline(settings, src, detector, classifier, outputs, stats=stats, observers=observers,
+                            on_alive=on_alive, reloader=reloader_for(config_path), max_frames=max_frames,
+                            keep_images=keep_images)
+        with signal_handlers(pipeline):
+            log.info("gate running: mode %s, source %r, %r", settings.decision.mode, src, detector)
+            pipeline.run()
+        log.info("gate stopped: %s", json.dumps(pipeline.stats.snapshot()))
+        return 1 if pipeline.failure else 0
+    finally:
+        outputs.close()
+        if src is not None:
+            src.close()

@@ -1,0 +1,161 @@
+"""From tracks to one decision per frame, and from a decision to what the outputs should do.
+
+Each track votes over its last ``window`` verdicts: ``votes`` masked votes allow it, ``votes``
+bare or wrongly-worn votes deny it, and a full window with neither is ``uncertain`` (that band
+neither opens nor alarms). Low-score verdicts, and faces the classifier only half-heartedly calls
+``no_face``, are uncertain votes. The scene is allowed only when every track in the doorway is allowed;
+one denied track denies. An action (``open`` the door, sound the ``alarm``) fires once per person
+and again only after ``cooldown`` seconds of frame time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .config import DecisionSettings, ScheduleSettings
+from .schedule import Schedule
+from .tracker import Track
+
+log = logging.getLogger(__name__)
+
+BAD_LABELS = ("without_mask", "incorrect_mask")
+
+
+@dataclass(frozen=True)
+class TrackView:
+    """A track as seen by observers (immutable snapshot)."""
+
+    id: int
+    box: tuple[int, int, int, int]
+    label: str
+    score: float
+    state: str
+    reason: str | None
+    in_roi: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    ts: float
+    state: str
+    """idle | checking | uncertain | allow | deny | fault"""
+    reason: str | None = None
+    """Set on deny (without_mask, incorrect_mask) and fault (camera, model, frames)."""
+    tracks: tuple[TrackView, ...] = ()
+    trigger: str | None = None
+    """``open`` or ``alarm`` on the frame where an action fires, else None."""
+    active: bool = True
+    """False when the mode is ``off`` or the schedule is outside its hours."""
+    mode: str = "enforce"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the outputs should show for a decision."""
+
+    green: bool = False
+    red: bool = False
+    pulse: bool = False
+    buzz: str | None = None
+    """``without_mask`` or ``incorrect_mask``: the buzzer pattern to play."""
+    relay_off: bool = False
+    """Force the relay off now (fault)."""
+
+
+def vote(track: Track, s: DecisionSettings) -> tuple[str, str | None]:
+    """A track's own state and reason from its recent votes."""
+    mask = bare = incorrect = 0
+    latest_masked = False
+    for label, score in track.votes:
+        latest_masked = label == "with_mask" and score >= s.mask_score
+        if latest_masked:
+            mask += 1
+        elif label == "without_mask" and score >= s.bare_score:
+            bare += 1
+        elif label == "incorrect_mask" and score >= s.bare_score:
+            incorrect += 1
+    # allowing also needs the newest verdict to be masked: a track never opens the door on old votes
+    # (a mask pulled down, or another person taking over a track)
+    if mask >= s.votes and latest_masked:
+        return "allow", None
+    if bare + incorrect >= s.votes:
+        return "deny", "incorrect_mask" if incorrect > bare else "without_mask"
+    if len(track.votes) >= s.window:
+        return "uncertain", None
+    return "checking", None
+
+
+class Decider:
+    """Turns live tracks into a Decision; the clock is the frames' own timestamps."""
+
+    def __init__(self, settings: DecisionSettings | None = None,
+                 schedule: ScheduleSettings | None = None) -> None:
+        self.settings = settings or DecisionSettings()
+        self.schedule = Schedule(schedule or ScheduleSettings())
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"<Decider mode={s.mode} {s.votes}/{s.window} cooldown={s.cooldown}s {self.schedule!r}>"
+
+    def configure(self, settings: DecisionSettings, schedule: ScheduleSettings) -> None:
+        self.settings = settings
+        self.schedule = Schedule(schedule)
+
+    def is_active(self, wall: float) -> bool:
+        return self.settings.mode != "off" and self.schedule.active(wall)
+
+    def fault(self, ts: float, reason: str, wall: float) -> Decision:
+        return Decision(ts, "fault", reason, (), None, self.is_active(wall), self.settings.mode)
+
+    def decide(self, ts: float, tracks: list[Track], wall: float) -> Decision:
+        s = self.settings
+        views = []
+        states: list[tuple[Track, str, str | None]] = []
+        for t in tracks:
+            st, why = vote(t, s)
+            views.append(TrackView(t.id, t.box, t.label, t.score, st, why, t.in_roi))
+            if t.in_roi:
+                states.append((t, st, why))
+        active = self.is_active(wall)
+        state, reason, trigger = "idle", None, None
+        if states:
+            denied = [(t, why) for t, st, why in states if st == "deny"]
+            if denied:
+                state = "deny"
+                reasons = [why for _, why in denied]
+                reason = "without_mask" if "without_mask" in reasons else "incorrect_mask"
+                fresh = [t for t, _ in denied if self._ready(t, "alarm", ts)]
+                if fresh and active:
+                    trigger = "alarm"
+                    for t in fresh:
+                        t.triggered["alarm"] = ts
+            elif all(st == "allow" for _, st, _ in states):
+                state = "allow"
+                if active and any(self._ready(t, "open", ts) for t, _, _ in states):
+                    trigger = "open"
+                    for t, _, _ in states:
+                        t.triggered["open"] = ts
+            elif any(st == "checking" for _, st, _ in states):
+                state = "checking"
+            else:
+                state = "uncertain"
+        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode)
+
+    def _ready(self, track: Track, action: str, ts: float) -> bool:
+        last = track.triggered.get(action)
+        return last is None or ts - last >= self.settings.cooldown
+
+
+def plan(decision: Decision, buzzer_mute: bool = False) -> Plan:
+    """What the lights, buzzer and relay should do for ``decision`` (mode and schedule applied)."""
+    if decision.state == "fault":
+        return Plan(red=decision.active, relay_off=True)
+    if not decision.active:
+        return Plan()
+    if decision.state == "allow":
+        return Plan(green=True, pulse=decision.trigger == "open" and decision.mode == "enforce")
+    if decision.state == "deny":
+        buzz = decision.reason if decision.trigger == "alarm" and not buzzer_mute else None
+        return Plan(red=True, buzz=buzz)
+    return Plan()

@@ -1,0 +1,317 @@
+"""The gate's loop: newest frame → faces in the doorway → verdicts → tracks → decision → outputs.
+
+The loop is the only place that knows every stage. It never dies on one bad frame (skipped and
+counted), turns a failing camera or model into a ``fault`` decision (relay off), applies a
+reloaded configuration between frames, feeds ``on_alive`` once per iteration, and tells its
+observers about every processed frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .classifier import Classifier
+from .config import LABELS, Settings
+from .crop import face_input
+from .decider import Decider, Decision, plan
+from .detector import DetectorSettings, Face, FaceDetector
+from .errors import ConfigError, FrameError, MaskgateError, ModelError, SourceError
+from .events import FaceEvent, FrameResult, Observer
+from .outputs import Outputs
+from .sources import Frame, FrameSource, orient
+from .stats import Stats
+from .tracker import Observation, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def detector_settings(s: Settings) -> DetectorSettings:
+    d = s.detector
+    return DetectorSettings(score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
+                            max_side=d.max_side, upscale=d.upscale, min_face=d.min_face)
+
+
+def build_detector(s: Settings) -> FaceDetector:
+    return FaceDetector(detector_settings(s), s.detector.model or None)
+
+
+def build_classifier(s: Settings) -> Classifier:
+    c = s.classifier
+    clf = Classifier(c.model or None, threads=c.threads, delegate=c.delegate)
+    log.info("classifier %s: runtime %s, delegate %s, %d thread(s)", clf.bundle.name, clf.runtime,
+             clf.delegate, c.threads)
+    return clf
+
+
+def roi_pixels(roi: tuple[float, ...], width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = roi
+    return int(x0 * width), int(y0 * height), int(round(x1 * width)), int(round(y1 * height))
+
+
+def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool:
+    cx, cy = box[0] + box[2] / 2.0, box[1] + box[3] / 2.0
+    return r[0] <= cx < r[2] and r[1] <= cy < r[3]
+
+
+class Pipeline:
+    """One gate: a source, a detector, a classifier, a tracker, a decider and the outputs."""
+
+    def __init__(self, settings: Settings, source: FrameSource, detector: FaceDetector,
+                 classifier: Classifier, outputs: Outputs, *, stats: Stats | None = None,
+                 observers: list[Observer] | None = None, on_alive: Callable[[], None] | None = None,
+                 reloader: Callable[[], Settings] | None = None, max_frames: int | None = None,
+                 keep_images: bool = False) -> None:
+        self.settings = settings
+        self.source = source
+        self.detector = detector
+        self.classifier = classifier
+        self.outputs = outputs
+        self.stats = stats or Stats()
+        self.observers: list[Observer] = list(observers or [])
+        self.on_alive = on_alive
+        self.reloader = reloader
+        self.max_frames = max_frames
+        self.keep_images = keep_images
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.tracker = Tracker(settings.decision.track_iou, settings.decision.track_timeout,
+                               settings.decision.window)
+        self.decider = Decider(settings.decision, settings.schedule)
+        self.outputs.mode = settings.decision.mode
+        self.outputs.on_button.append(lambda: self.stats.count("button_presses"))
+        self.last_decision: Decision | None = None
+        self.failure: str | None = None
+        """Why a finite run ended early (camera, model), else None."""
+        self._bad_streak = 0
+        self._error_streak = 0
+        self._n = 0
+        self._last_ts = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.source!r} {self.decider!r} {self.stats!r}>"
+
+    # -- control ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def request_reload(self) -> None:
+        self.reload_requested.set()
+
+    def apply_settings(self, new: Settings) -> None:
+        """Swap in new settings between frames; parts that need a restart are logged and kept."""
+        old = self.settings
+        if new.source != old.source:
+            log.warning("reload: [source] changes apply after a restart")
+        if new.detector.model != old.detector.model or detector_settings(new) != detector_settings(old):
+            self.detector = FaceDetector(detector_settings(new), new.detector.model or None)
+        if new.classifier != old.classifier:
+            try:
+                self.classifier = build_classifier(new)
+            except MaskgateError as exc:
+                log.error("reload: classifier not changed: %s", exc)
+                new = dataclasses.replace(new, classifier=old.classifier)
+        d = new.decision
+        self.tracker.configure(d.track_iou, d.track_timeout, d.window)
+        self.decider.configure(d, new.schedule)
+        self.outputs.configure(new.outputs, d.mode)
+        self.settings = new
+        log.info("configuration reloaded: mode %s, votes %d/%d, cooldown %.1f s",
+                 d.mode, d.votes, d.window, d.cooldown)
+
+    def _reload(self) -> None:
+        if self.reloader is None:
+            return
+        try:
+            new = self.reloader()
+        except (ConfigError, OSError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        try:
+            self.apply_settings(new)
+            self.stats.count("reloads")
+        except MaskgateError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+
+    # -- loop ------------------------------------------------------------------------------------
+    def run(self) -> Stats:
+        """Run until the source ends, ``max_frames`` frames, or ``stop()``; the relay ends off."""
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self._reload()
+                if not self.step():
+                    break
+                if self.max_frames is not None and self.stats.frames >= self.max_frames:
+                    break
+        finally:
+            self.outputs.safe()
+        return self.stats
+
+    def _alive(self) -> None:
+        if self.on_alive is not None:
+            try:
+                self.on_alive()
+            except Exception:
+                log.exception("on_alive callback failed")
+
+    def step(self) -> bool:
+        """One iteration; False when the source has ended or failed for good."""
+        t0 = time.perf_counter()
+        try:
+            frame = self.source.read()
+        except FrameError as exc:
+            self._alive()
+            self.stats.count("bad_frames")
+            self._bad_streak += 1
+            log.warning("skipping frame: %s", exc)
+            if self._bad_streak >= self.settings.source.max_bad_frames:
+                self.fault("frames")
+            return True
+        except SourceError as exc:
+            self._alive()
+            log.error("frame source failed: %s", exc)
+            self.fault("camera")
+            return self._recover_source()
+        finally:
+            self.stats.dropped = int(getattr(self.source, "dropped", 0))
+        self.stats.stage("capture", time.perf_counter() - t0)
+        if frame is None:
+            return False
+        self._bad_streak = 0
+        try:
+            self.process(frame)
+            self._error_streak = 0
+        except FrameError as exc:
+            self.stats.count("bad_frames")
+            log.warning("skipping frame: %s", exc)
+        except ModelError as exc:
+            log.error("classifier failed: %s", exc)
+            self.stats.count("errors")
+            self.fault("model")
+        except Exception:  # one frame must never kill the gate
+            log.exception("frame %d: processing failed; skipped", frame.index)
+            self.stats.count("errors")
+            self._error_streak += 1
+            if self._error_streak >= self.settings.source.max_bad_frames:
+                self.fault("model")
+        self._alive()
+        return True
+
+    def _recover_source(self) -> bool:
+        if not getattr(self.source, "live", False):
+            self.failure = "camera"
+            return False
+        delay = min(5.0, self.settings.source.frame_timeout)
+        while not self.stop_event.is_set():
+            try:
+                self.source.close()
+            except Exception:
+                log.exception("closing the source failed")
+            if self.stop_event.wait(delay):
+                return False
+            try:
+                self.source.open()
+                log.info("frame source reopened")
+                return True
+            except SourceError as exc:
+                log.warning("frame source still failing: %s", exc)
+                self._alive()
+        return False
+
+    def fault(self, reason: str) -> None:
+        """Report a fault decision and make the outputs safe (relay off)."""
+        wall = time.time()
+        decision = self.decider.fault(self._last_ts, reason, wall)
+        self.outputs.apply(plan(decision, self.settings.outputs.buzzer_mute))
+        self.stats.fault()
+        self._publish(FrameResult(-1, wall, (), decision, self.outputs.snapshot()))
+        self.last_decision = decision
+
+    def detect(self, img: np.ndarray) -> list[Face]:
+        """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched."""
+        h, w = img.shape[:2]
+        r = roi_pixels(self.settings.detector.roi, w, h)
+        if r == (0, 0, w, h):
+            return self.detector.detect(img)
+        mx, my = int(0.1 * w), int(0.1 * h)
+        x0, y0, x1, y1 = max(0, r[0] - mx), max(0, r[1] - my), min(w, r[2] + mx), min(h, r[3] + my)
+        faces = self.detector.detect(img[y0:y1, x0:x1])
+        out = []
+        for f in faces:
+            box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
+            if in_roi(box, r):
+                out.append(Face(box, f.score))
+        return out
+
+    def process(self, frame: Frame) -> FrameResult:
+        s = self.settings
+        ts, wall = frame.ts, frame.wall if frame.wall is not None else time.time()
+        self._last_ts = ts
+        img = orient(frame.image, s.source.rotation, s.source.flip)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
+            raise FrameError(f"frame {frame.index}: not a BGR uint8 image (shape {img.shape}, {img.dtype})")
+        faces: list[FaceEvent] = []
+        if self._n % s.detector.every == 0:
+            t = time.perf_counter()
+            found = self.detect(img)
+            self.stats.stage("detect", time.perf_counter() - t)
+            obs: list[Observation] = []
+            t_pre = t_cls = 0.0
+            for f in found:
+                t = time.perf_counter()
+                x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
+                t_pre += time.perf_counter() - t
+                t = time.perf_counter()
+                v = self.classifier.classify(x)
+                t_cls += time.perf_counter() - t
+                if v.label == "no_face" and v.score >= s.decision.no_face_score:
+                    continue  # a detector false positive
+                obs.append(Observation(f.box, v.label, v.score))
+            if found:
+                self.stats.stage("preprocess", t_pre)
+                self.stats.stage("classify", t_cls)
+            t = time.perf_counter()
+            tracks = self.tracker.update(ts, obs)
+            faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
+                     if tr.last_ts == ts and tr.label in LABELS]
+        else:
+            t = time.perf_counter()
+            self.tracker.expire(ts)
+            tracks = list(self.tracker.tracks)
+            faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks if tr.label in LABELS]
+        self._n += 1
+        decision = self.decider.decide(ts, tracks, wall)
+        self.stats.stage("decide", time.perf_counter() - t)
+        t = time.perf_counter()
+        self.outputs.apply(plan(decision, s.outputs.buzzer_mute))
+        snapshot = self.outputs.snapshot()
+        self.stats.stage("output", time.perf_counter() - t)
+        self.stats.frame_done(len(faces), decision.state, decision.trigger)
+        if decision.trigger:
+            log.info("frame %d: %s%s -> %s", frame.index, decision.state,
+                     f" ({decision.reason})" if decision.reason else "", decision.trigger)
+        result = FrameResult(frame.index, wall, tuple(faces), decision, snapshot,
+                             img if self.keep_images else None)
+        self.last_decision = decision
+        self._publish(result)
+        return result
+
+    def _publish(self, result: FrameResult) -> None:
+        for obs in list(self.observers):
+            try:
+                obs(result)
+            except Exception:
+                log.exception("observer %r failed", obs)
+
+
+def describe_runtime(p: Pipeline) -> dict[str, Any]:
+    return {"detector": repr(p.detector), "classifier": repr(p.classifier), "source": repr(p.source),
+            "outputs": repr(p.outputs)}

@@ -1,0 +1,477 @@
+"""Frame sources behind one small interface: ``open()``, ``read() -> Frame | None``, ``close()``.
+
+``read`` returns the newest frame (``None`` at the end of a finite source), raises ``FrameError``
+for one unreadable frame (the caller skips it) and ``SourceError`` when the source itself failed.
+Every frame carries its own timestamp: live sources stamp capture time on the monotonic clock,
+replayed and synthetic sources stamp ``index / fps``, so decisions follow frame time and a replay
+may run faster than real time. Stale frames (a newer one arrived before the loop asked) are
+dropped and counted in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from .config import SourceSettings
+from .errors import FrameError, ImageError, SourceError
+from .imageio import read_bgr, to_bgr
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class TruthFace:
+    """Ground truth of a synthetic frame: who is where, wearing what."""
+
+    person: int
+    label: str
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray
+    ts: float
+    """Seconds on the source's clock (frame time); decisions use this, never the wall clock."""
+    index: int
+    truth: tuple[TruthFace, ...] | None = None
+    name: str = ""
+    wall: float | None = None
+    """Wall-clock time (epoch seconds) of the frame; the schedule and event timestamps use it.
+    Replayed frames get the open time plus ``ts``."""
+
+
+class FrameSource(Protocol):
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def live(self) -> bool: ...
+
+    def open(self) -> None: ...
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+def orient(image: np.ndarray, rotation: int, flip: str) -> np.ndarray:
+    """Rotate clockwise by ``rotation`` degrees, then mirror."""
+    if rotation == 90:
+        image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    elif rotation == 180:
+        image = cv2.rotate(image, cv2.ROTATE_180)
+    elif rotation == 270:
+        image = cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    code = {"horizontal": 1, "vertical": 0, "both": -1}.get(flip)
+    return image if code is None else cv2.flip(image, code)
+
+
+class Pacer:
+    """Plays frame indices at ``fps``: in real time (skipping to the newest index and counting the
+    skipped ones as dropped) or as fast as the consumer asks."""
+
+    def __init__(self, fps: float, realtime: bool, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.fps = fps
+        self.realtime = realtime
+        self._clock = clock
+        self._sleep = sleep
+        self._t0: float | None = None
+        self._next = 0
+
+    def next_index(self) -> tuple[int, int]:
+        """Return (index to deliver, number of stale indices skipped)."""
+        if not self.realtime:
+            i = self._next
+            self._next += 1
+            return i, 0
+        now = self._clock()
+        if self._t0 is None:
+            self._t0 = now
+        target = self._t0 + self._next / self.fps
+        if now < target:
+            self._sleep(target - now)
+            due = self._next
+        else:
+            due = max(self._next, int((now - self._t0) * self.fps))
+        skipped = due - self._next
+        self._next = due + 1
+        return due, skipped
+
+
+class ReplaySource:
+    """A folder of images (each held for ``hold`` frames, ``gap`` blank frames between) or a list
+    of image paths, played at ``fps``."""
+
+    live = False
+
+    def __init__(self, images: Path | Sequence[Path], fps: float = 10.0, *, hold: int = 1, gap: int = 0,
+                 loop: bool = False, realtime: bool = True, start_wall: float | None = None) -> None:
+        self.spec = images
+        self.start_wall = start_wall
+        self.fps = fps
+        self.hold = max(1, hold)
+        self.gap = max(0, gap)
+        self.loop = loop
+        self.realtime = realtime
+        self.dropped = 0
+        self._paths: list[Path] = []
+        self._pacer = Pacer(fps, realtime)
+        self._cache: tuple[Path, np.ndarray] | None = None
+        self._blank: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"<ReplaySource {len(self._paths)} images fps={self.fps} hold={self.hold} dropped={self.dropped}>"
+
+    def open(self) -> None:
+        if isinstance(self.spec, Path | str):
+            p = Path(self.spec)
+            if not p.is_dir():
+                raise SourceError(f"{p}: replay source is not a folder")
+            self._paths = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            self._paths = [Path(q) for q in self.spec]
+        if not self._paths:
+            raise SourceError(f"{self.spec}: no images to replay")
+        self._pacer = Pacer(self.fps, self.realtime)
+        self.start_wall = time.time() if self.start_wall is None else self.start_wall
+        log.info("replaying %d image(s) at %.1f fps, hold %d", len(self._paths), self.fps, self.hold)
+
+    def read(self) -> Frame | None:
+        i, skipped = self._pacer.next_index()
+        self.dropped += skipped
+        per = self.hold + self.gap
+        total = per * len(self._paths)
+        k = i % total if self.loop else i
+        if k >= total:
+            return None
+        path = self._paths[k // per]
+        ts = i / self.fps
+        if k % per >= self.hold:
+            return Frame(self._blank_like(path), ts, i, name="(gap)", wall=self._wall(ts))
+        if self._cache is None or self._cache[0] != path:
+            try:
+                img = read_bgr(path)
+            except ImageError as exc:
+                raise FrameError(f"frame {i}: {exc}") from exc
+            self._cache = (path, img)
+        return Frame(self._cache[1], ts, i, name=path.name, wall=self._wall(ts))
+
+    def _wall(self, ts: float) -> float:
+        return (self.start_wall or 0.0) + ts
+
+    def _blank_like(self, path: Path) -> np.ndarray:
+        shape = self._cache[1].shape if self._cache else (480, 640, 3)
+        if self._blank is None or self._blank.shape != shape:
+            self._blank = np.full(shape, 96, np.uint8)
+        return self._blank
+
+    def close(self) -> None:
+        self._cache = None
+
+
+class VideoFileSource:
+    """A video file replayed at ``fps`` (frame time ``index / fps``)."""
+
+    live = False
+
+    def __init__(self, path: Path, fps: float = 10.0, *, loop: bool = False, realtime: bool = True,
+                 start_wall: float | None = None) -> None:
+        self.path = Path(path)
+        self.start_wall = start_wall
+        self.fps = fps
+        self.loop = loop
+        self.realtime = realtime
+        self.dropped = 0
+        self._cap: Any = None
+        self._pos = 0
+        self._offset = 0
+        self._pacer = Pacer(fps, realtime)
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: video file not found")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise SourceError(f"{self.path}: OpenCV cannot open this video")
+        self._cap, self._pos, self._offset = cap, 0, 0
+        self.start_wall = time.time() if self.start_wall is None else self.start_wall
+        self._pacer = Pacer(self.fps, self.realtime)
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise SourceError(f"{self.path}: not open")
+        i, skipped = self._pacer.next_index()
+        self.dropped += skipped
+        for _ in range(2):
+            want = i - self._offset
+            while self._pos < want and self._cap.grab():
+                self._pos += 1
+            if self._pos == want:
+                ok, img = self._cap.read()
+                if ok and img is not None:
+                    self._pos += 1
+                    return Frame(to_bgr(img), i / self.fps, i, name=self.path.name,
+                                 wall=(self.start_wall or 0.0) + i / self.fps)
+            if not self.loop or self._pos == 0:
+                return None
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._pos, self._offset = 0, i
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class LatestFrame:
+    """A one-slot mailbox between a capture thread and the loop; overwritten frames count as dropped."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._error: BaseException | None = None
+        self.dropped = 0
+        self.captured = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.captured += 1
+            self._cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._error = exc
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> Frame:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._frame is not None or self._error is not None, timeout):
+                raise SourceError(f"no frame for {timeout:.1f} s")
+            if self._frame is not None:
+                f, self._frame = self._frame, None
+                return f
+            assert self._error is not None
+            exc, self._error = self._error, None
+            if isinstance(exc, SourceError):
+                raise exc
+            raise SourceError(str(exc)) from exc
+
+
+class ThreadedCapture:
+    """Base of live sources: a daemon thread grabs frames into a ``LatestFrame`` slot."""
+
+    live = True
+    name = "camera"
+
+    def __init__(self, frame_timeout: float = 5.0) -> None:
+        self.frame_timeout = frame_timeout
+        self._slot = LatestFrame()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._index = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._slot.dropped
+
+    def _start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                img = self._grab()
+                self._slot.put(Frame(img, time.monotonic(), self._index, wall=time.time()))
+                self._index += 1
+        except Exception as exc:  # any capture failure becomes a SourceError for the loop
+            log.warning("%s capture stopped: %s", self.name, exc)
+            self._slot.fail(exc)
+
+    def _grab(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def read(self) -> Frame | None:
+        return self._slot.take(self.frame_timeout)
+
+    def _join(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+
+class OpenCVSource(ThreadedCapture):
+    """A camera index, RTSP/HTTP stream or device path through ``cv2.VideoCapture``."""
+
+    name = "opencv"
+
+    def __init__(self, device: str | int, width: int = 640, height: int = 480, fps: float = 10.0,
+                 frame_timeout: float = 5.0) -> None:
+        super().__init__(frame_timeout)
+        self.device = int(device) if isinstance(device, str) and device.isdigit() else device
+        self.width, self.height, self.fps = width, height, fps
+        self._cap: Any = None
+
+    def __repr__(self) -> str:
+        return f"<OpenCVSource {self.device!r} dropped={self.dropped}>"
+
+    def open(self) -> None:
+        cap = cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            raise SourceError(f"{self.device!r}: OpenCV cannot open this camera or stream")
+        if isinstance(self.device, int):
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._cap = cap
+        self._start()
+
+    def _grab(self) -> np.ndarray:
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            raise SourceError(f"{self.device!r}: stream ended or camera stopped delivering frames")
+        return to_bgr(img)
+
+    def close(self) -> None:
+        self._join()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class Picamera2Source(ThreadedCapture):
+    """The Raspberry Pi camera via picamera2 (imported here only), inference on its low-res stream."""
+
+    name = "picamera2"
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 10.0, frame_timeout: float = 5.0) -> None:
+        super().__init__(frame_timeout)
+        self.width, self.height, self.fps = width, height, fps
+        self._cam: Any = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise SourceError("picamera2 is not installed (on Raspberry Pi OS: "
+                              "`sudo apt install python3-picamera2`, and create the venv with "
+                              "--system-site-packages)") from exc
+        try:
+            cam = Picamera2()
+            cfg = cam.create_video_configuration(
+                main={"size": (max(self.width, 1280), max(self.height, 720))},
+                lores={"size": (self.width, self.height), "format": "YUV420"},
+                controls={"FrameRate": float(self.fps)}, buffer_count=2)
+            cam.configure(cfg)
+            cam.start()
+        except Exception as exc:  # libcamera raises many kinds
+            raise SourceError(f"picamera2: cannot start the camera ({exc})") from exc
+        self._cam = cam
+        self._start()
+
+    def _grab(self) -> np.ndarray:
+        yuv = self._cam.capture_array("lores")
+        bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+        return bgr[:, : self.width]
+
+    def close(self) -> None:
+        self._join()
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            finally:
+                self._cam = None
+
+
+@dataclass
+class FaultySource:
+    """Fault-injecting wrapper (ships for tests and soaks): corrupt given frames, fail at a frame."""
+
+    inner: Any
+    corrupt: Iterable[int] = ()
+    fail_at: int | None = None
+    _corrupt: set[int] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self._corrupt = set(self.corrupt)
+
+    @property
+    def live(self) -> bool:
+        return bool(self.inner.live)
+
+    @property
+    def dropped(self) -> int:
+        return int(self.inner.dropped)
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> Frame | None:
+        frame = self.inner.read()
+        if frame is None:
+            return None
+        if self.fail_at is not None and frame.index >= self.fail_at:
+            raise SourceError(f"injected source failure at frame {frame.index}")
+        if frame.index in self._corrupt:
+            raise FrameError(f"frame {frame.index}: injected corrupt frame")
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".h264"}
+
+
+def make_source(s: SourceSettings, *, realtime: bool = True, visits: int | None = None) -> FrameSource:
+    """Build the configured source (not yet opened)."""
+    if s.type == "picamera2":
+        return Picamera2Source(s.width, s.height, s.fps, s.frame_timeout)
+    if s.type == "opencv":
+        if s.device == "":
+            raise SourceError("source.device: an opencv source needs a device index, file or URL")
+        return OpenCVSource(s.device, s.width, s.height, s.fps, s.frame_timeout)
+    if s.type == "synthetic":
+        from .synthetic import SyntheticDoor
+        return SyntheticDoor(s.faces, s.width, s.height, s.fps, people=s.people, seed=s.seed,
+                             visits=visits, loop=s.loop, realtime=realtime)
+    p = Path(s.device)
+    if p.is_dir():
+        return ReplaySource(p, s.fps, hold=s.hold, loop=s.loop, realtime=realtime)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return ReplaySource([p], s.fps, hold=s.hold, loop=s.loop, realtime=realtime)
+    return VideoFileSource(p, s.fps, loop=s.loop, realtime=realtime)
+
+
+def source_settings_for(spec: str, base: SourceSettings) -> SourceSettings:
+    """Settings for a ``--source`` argument: ``synthetic``, a camera index, a URL, or a path."""
+    import dataclasses
+    if spec == "synthetic":
+        return dataclasses.replace(base, type="synthetic")
+    if spec.isdigit() or "://" in spec:
+        return dataclasses.replace(base, type="opencv", device=spec)
+    p = Path(spec)
+    if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in VIDEO_SUFFIXES or p.exists():
+        return dataclasses.replace(base, type="replay", device=spec)
+    raise SourceError(f"{spec}: no such file or folder (use a path, a camera index, a URL or 'synthetic')")

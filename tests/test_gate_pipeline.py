@@ -1,0 +1,383 @@
+"""End to end with the real detector, the shipped classifier and gpiozero on MockFactory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from maskgate import cli
+from maskgate.classifier import Classifier
+from maskgate.config import DEFAULT_PINS, Settings
+from maskgate.detector import FaceDetector
+from maskgate.errors import ModelError
+from maskgate.events import FrameResult
+from maskgate.outputs import Outputs
+from maskgate.pipeline import Pipeline
+from maskgate.scenes import load_scenes
+from maskgate.sources import FaultySource, FrameSource, ReplaySource
+from maskgate.synthetic import SyntheticDoor
+
+# Face crops the synthetic door uses here: chosen once as crops where YuNet finds exactly one face
+# at least half the crop wide (a detector criterion, independent of the classifier).
+SYNTH_FACES = {
+    "with_mask": ["c7_00441.jpg", "fm12k_03454.jpg", "c7_01888.jpg", "fm12k_05717.jpg", "c7_00079.jpg",
+                  "c7_00166.jpg", "fm12k_02635.jpg", "fm12k_01098.jpg", "mfn_00053.jpg", "fm12k_03490.jpg"],
+    "without_mask": ["fm12k_06993.jpg", "c7_02447.jpg", "fm12k_06921.jpg", "fm12k_10876.jpg",
+                     "fm12k_09973.jpg", "fm12k_09384.jpg", "fm12k_06671.jpg", "c7_03277.jpg"],
+    "incorrect_mask": ["mfn2_00463.jpg", "mfn2_00623.jpg", "mfn2_00562.jpg", "mfn2_00260.jpg",
+                       "mfn2_00443.jpg", "mfn_00437.jpg"],
+}
+
+# Every scene of the tuning ("dev") half whose annotated faces are all >= 48 px wide, computed once
+# with maskgate.scenes.split_scenes and hard-coded so the test does not drift with the data.
+DEV_SCENES = [
+    "maksssksksss10", "maksssksksss125", "maksssksksss146", "maksssksksss16", "maksssksksss165",
+    "maksssksksss170", "maksssksksss172", "maksssksksss193", "maksssksksss196", "maksssksksss20",
+    "maksssksksss211", "maksssksksss212", "maksssksksss219", "maksssksksss23", "maksssksksss243",
+    "maksssksksss25", "maksssksksss266", "maksssksksss285", "maksssksksss315", "maksssksksss332",
+    "maksssksksss351", "maksssksksss355", "maksssksksss362", "maksssksksss369", "maksssksksss394",
+    "maksssksksss456", "maksssksksss468", "maksssksksss48", "maksssksksss491", "maksssksksss497",
+    "maksssksksss51", "maksssksksss542", "maksssksksss544", "maksssksksss553", "maksssksksss568",
+    "maksssksksss591", "maksssksksss592", "maksssksksss629", "maksssksksss63", "maksssksksss632",
+    "maksssksksss659", "maksssksksss663", "maksssksksss681", "maksssksksss692", "maksssksksss734",
+    "maksssksksss743", "maksssksksss748", "maksssksksss757", "maksssksksss808", "maksssksksss87",
+]
+
+
+@pytest.fixture(scope="module")
+def detector(yunet_path: Path) -> FaceDetector:
+    return FaceDetector(model_path=yunet_path)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier()
+
+
+def settings(**sections: dict[str, Any]) -> Settings:
+    s = Settings()
+    return dataclasses.replace(s, **{k: dataclasses.replace(getattr(s, k), **v) for k, v in sections.items()})
+
+
+@dataclasses.dataclass
+class Run:
+    results: list[FrameResult]
+    pipeline: Pipeline
+    factory: MockFactory
+    alive: int
+
+    def pin(self, name: str) -> list[bool]:
+        return [bool(s.state) for s in self.factory.pin(DEFAULT_PINS[name]).states]
+
+    def triggers(self, lo: int = 0, hi: int = 1 << 30) -> list[str]:
+        return [r.decision.trigger for r in self.results if lo <= r.frame < hi and r.decision.trigger]
+
+
+def run(s: Settings, source: FrameSource, detector: FaceDetector, classifier: Classifier,
+        before_close: Any = None, **kw: Any) -> Run:
+    factory = MockFactory()
+    out = Outputs(s.outputs, factory, mode=s.decision.mode)
+    results: list[FrameResult] = []
+    alive = [0]
+    source.open()
+    p = Pipeline(s, source, detector, classifier, out, observers=[results.append],
+                 on_alive=lambda: alive.__setitem__(0, alive[0] + 1), **kw)
+    try:
+        p.run()
+        if before_close:
+            before_close(out)
+    finally:
+        out.close()
+        source.close()
+    return Run(results, p, factory, alive[0])
+
+
+W, H = 480, 360
+
+
+def door(faces_dir: Path, script: list[list[str]], **kw: Any) -> SyntheticDoor:
+    """Short visits on 480x360 frames keep the suite fast; the benchmark uses 640x480."""
+    return SyntheticDoor(faces_dir, W, H, 10, script=script, images=SYNTH_FACES, realtime=False,
+                         start_wall=0.0, enter_s=0.8, stand_s=1.5, leave_s=0.8, gap_s=0.6, **kw)
+
+
+def truth_at(src: SyntheticDoor, index: int) -> tuple:
+    f = src.frame(index)
+    return (f.truth or ()) if f is not None else ()
+
+
+def visit_outcomes(src: SyntheticDoor, r: Run) -> list[tuple[list[str], list[str]]]:
+    return [([p.label for p in v.people], r.triggers(v.start, v.end)) for v in src.visits_until(0)]
+
+
+def test_synthetic_door_single_people(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    script = [[lab] for lab in ["with_mask", "without_mask", "with_mask", "incorrect_mask", "with_mask",
+                                "without_mask", "with_mask", "incorrect_mask", "with_mask", "without_mask",
+                                "with_mask", "with_mask"]]
+    src = door(faces_dir, script, seed=11)
+    r = run(settings(), src, detector, classifier)
+    outcomes = visit_outcomes(src, r)
+    masked = [trig for labels, trig in outcomes if labels == ["with_mask"]]
+    bare = [trig for labels, trig in outcomes if labels != ["with_mask"]]
+    assert not any("open" in trig for trig in bare), outcomes  # no wrong allow
+    # Shares measured with the shipped default bundle: masked 4/7 opened, bare or wrongly masked 3/5
+    # alarmed; the rest stayed uncertain or undetected, which keeps the door shut and stays quiet.
+    assert sum("open" in t for t in masked) / len(masked) >= 0.5, outcomes
+    assert sum("alarm" in t for t in bare) / len(bare) >= 0.6, outcomes
+    # outputs follow the decisions frame by frame
+    for res in r.results:
+        d = res.decision
+        assert res.outputs["green"] == (d.state == "allow")
+        assert res.outputs["red"] == (d.state == "deny")
+        if d.trigger == "open":
+            assert res.outputs["relay"]
+    assert r.pin("relay")[:2] == [False, True] and r.pin("relay")[-1] is False
+    assert True in r.pin("green") and True in r.pin("red") and True in r.pin("buzzer")
+    assert r.alive == len(r.results) and r.pipeline.stats.frames == len(r.results)
+
+
+def test_synthetic_door_groups(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    script = [["with_mask", "with_mask"], ["with_mask", "without_mask"], ["with_mask", "with_mask", "with_mask"],
+              ["incorrect_mask", "with_mask"]]
+    src = door(faces_dir, script, seed=5)
+    r = run(settings(), src, detector, classifier)
+    for res in r.results:
+        if res.decision.trigger != "open":
+            continue
+        truth = truth_at(src, res.frame)
+        # never opens while a bare or wrongly masked face is fully in view and big enough to judge
+        assert not any(t.label != "with_mask" and t.box[2] >= 80 and 0 < t.box[0] and t.box[0] + t.box[2] < W
+                       for t in truth), (res.frame, truth)
+    outcomes = visit_outcomes(src, r)
+    # the door may open for a masked person before a bare one walks in; it must alarm once they are in
+    assert "alarm" in outcomes[1][1] + outcomes[3][1], outcomes
+
+
+def test_dev_scenes_replayed_as_held_frames(scenes_dir: Path, detector: FaceDetector,
+                                            classifier: Classifier) -> None:
+    scenes = {s.name: s for s in load_scenes(scenes_dir)}
+    chosen = [scenes[n] for n in DEV_SCENES]
+    assert all(all(f.box[2] >= 48 for f in s.faces) for s in chosen)
+    hold, gap = 8, 4
+    src = ReplaySource([s.image for s in chosen], 10, hold=hold, gap=gap, realtime=False, start_wall=0.0)
+    r = run(settings(decision={"track_timeout": 0.3}), src, detector, classifier)
+    wrong_allow, right = [], {"allow": [0, 0], "deny": [0, 0]}
+    for k, s in enumerate(chosen):
+        trig = r.triggers(k * (hold + gap), (k + 1) * (hold + gap))
+        masked = all(f.label == "with_mask" for f in s.faces)
+        want = "allow" if masked else "deny"
+        right[want][1] += 1
+        right[want][0] += ("open" if masked else "alarm") in trig
+        if not masked and "open" in trig:
+            wrong_allow.append(s.name)
+    bare_opened = [n for n in wrong_allow if any(f.label == "without_mask" for f in scenes[n].faces)]
+    assert bare_opened == [], f"door opened for bare-face scenes {bare_opened}; {right}"
+    # Known model limitation (see reports/MODEL_CARD.md): the only incorrect_mask training data is
+    # MaskedFace-Net's software-pasted masks, and two real photos of a mask pulled below the nose
+    # (659, 748) still score with_mask >= 0.9. The test pins that number so it can only go down.
+    assert sorted(wrong_allow) in ([], ["maksssksksss659"], ["maksssksksss748"],
+                                   ["maksssksksss659", "maksssksksss748"]), wrong_allow
+    assert right["allow"][0] / right["allow"][1] >= 0.6, right
+    assert right["deny"][0] / right["deny"][1] >= 0.5, right
+
+
+def test_region_of_interest(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    script = [["with_mask"], ["without_mask"]]
+    # a doorway strip at the far left edge: people stand in the middle, so nobody counts
+    r = run(settings(detector={"roi": (0.0, 0.0, 0.12, 1.0)}), door(faces_dir, script, seed=2),
+            detector, classifier)
+    assert r.triggers() == [] and r.pin("relay") == [False]
+    assert all(r_.decision.state in ("idle", "checking") for r_ in r.results)
+    # the middle of the frame as the doorway: the same people count
+    r2 = run(settings(detector={"roi": (0.25, 0.1, 0.75, 0.9)}), door(faces_dir, script, seed=2),
+             detector, classifier)
+    assert "open" in r2.triggers() and "alarm" in r2.triggers()
+
+
+def test_advisory_mode_never_drives_the_relay(faces_dir: Path, detector: FaceDetector,
+                                              classifier: Classifier) -> None:
+    script = [["with_mask"], ["without_mask"], ["with_mask"]]
+    r = run(settings(decision={"mode": "advisory"}), door(faces_dir, script, seed=3), detector, classifier)
+    assert "open" in r.triggers() and "alarm" in r.triggers()
+    assert r.pin("relay") == [False]
+    assert True in r.pin("green") and True in r.pin("red") and True in r.pin("buzzer")
+
+
+def test_off_mode_drives_nothing(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    r = run(settings(decision={"mode": "off"}), door(faces_dir, [["with_mask"], ["without_mask"]], seed=3),
+            detector, classifier)
+    assert r.triggers() == []
+    for name in ("relay", "green", "red", "buzzer"):
+        assert r.pin(name) == [False], name
+
+
+def test_staff_button_opens_the_door(tmp_path: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    import cv2
+    import numpy as np
+    img = tmp_path / "empty.png"
+    cv2.imwrite(str(img), np.full((240, 320, 3), 120, np.uint8))
+    src = ReplaySource([img], 10, hold=30, realtime=False)
+    pressed: list[int] = []
+
+    s = settings(outputs={"button": True})
+    factory = MockFactory()
+    out = Outputs(s.outputs, factory, mode="enforce")
+    results: list[FrameResult] = []
+
+    def press(res: FrameResult) -> None:
+        results.append(res)
+        if res.frame == 5:
+            factory.pin(DEFAULT_PINS["button"]).drive_low()
+            pressed.append(res.frame)
+        if res.frame == 6:
+            factory.pin(DEFAULT_PINS["button"]).drive_high()
+
+    src.open()
+    p = Pipeline(s, src, detector, classifier, out, observers=[press])
+    try:
+        p.run()
+    finally:
+        out.close()
+    assert pressed == [5]
+    assert [r.outputs["relay"] for r in results[:5]] == [False] * 5
+    assert all(r.outputs["relay"] for r in results[6:])
+    assert [bool(x.state) for x in factory.pin(DEFAULT_PINS["relay"]).states] == [False, True, False]
+    assert out.button_presses == 1 and p.stats.button_presses == 1
+
+
+def test_corrupt_frames_are_skipped_and_counted(faces_dir: Path, detector: FaceDetector,
+                                                classifier: Classifier) -> None:
+    inner = door(faces_dir, [["with_mask"]], seed=1)
+    src = FaultySource(inner, corrupt=[3, 10, 11])
+    r = run(settings(), src, detector, classifier)
+    st = r.pipeline.stats
+    assert st.bad_frames == 3 and st.faults == 0
+    assert st.frames == len(r.results) == (inner.total_frames or 0) - 3
+    assert "open" in r.triggers()
+    assert r.alive == st.frames + st.bad_frames
+
+
+def test_a_run_of_bad_frames_faults_with_the_relay_off(faces_dir: Path, detector: FaceDetector,
+                                                       classifier: Classifier) -> None:
+    inner = door(faces_dir, [["with_mask"], ["with_mask"]], seed=1)
+    inner.open()
+    total = inner.total_frames or 0
+    s = settings(source={"max_bad_frames": 5})
+    src = FaultySource(inner, corrupt=range(total // 2, total // 2 + 8))
+    r = run(s, src, detector, classifier)
+    faults = [x for x in r.results if x.decision.state == "fault"]
+    assert faults and faults[0].decision.reason == "frames"
+    assert all(not x.outputs["relay"] for x in faults)
+    assert r.pipeline.stats.bad_frames == 8
+
+
+def test_source_failure_mid_stream_faults_and_ends(faces_dir: Path, detector: FaceDetector,
+                                                   classifier: Classifier) -> None:
+    src = FaultySource(door(faces_dir, [["with_mask"]], seed=1), fail_at=20)
+    r = run(settings(), src, detector, classifier)
+    assert r.pipeline.failure == "camera"
+    assert r.results[-1].decision.state == "fault" and r.results[-1].decision.reason == "camera"
+    assert r.results[-1].outputs["relay"] is False
+    assert r.pin("relay")[-1] is False
+
+
+def test_reload_between_frames(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    s = settings()
+    advisory = settings(decision={"mode": "advisory"})
+
+    class Flip:
+        def __init__(self) -> None:
+            self.p: Pipeline | None = None
+
+        def __call__(self, res: FrameResult) -> None:
+            if res.frame == 0 and self.p:
+                self.p.reloader = lambda: advisory
+                self.p.request_reload()
+
+    flip = Flip()
+    factory = MockFactory()
+    out = Outputs(s.outputs, factory)
+    src = door(faces_dir, [["with_mask"]], seed=1)
+    src.open()
+    p = Pipeline(s, src, detector, classifier, out, observers=[flip])
+    flip.p = p
+    try:
+        p.run()
+    finally:
+        out.close()
+    assert p.settings.decision.mode == "advisory" and p.stats.reloads == 1
+    assert [bool(x.state) for x in factory.pin(DEFAULT_PINS["relay"]).states] == [False]
+
+
+def test_missing_and_corrupt_model(tmp_path: Path, faces_dir: Path) -> None:
+    with pytest.raises(ModelError, match="manifest not found"):
+        Classifier(tmp_path / "nothing")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shipped = Classifier().bundle
+    (bundle / "manifest.json").write_text((shipped.directory / "manifest.json").read_text())
+    (bundle / "model.tflite").write_bytes(b"\x00" * 1000)
+    with pytest.raises(ModelError):
+        Classifier(bundle)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'[classifier]\nmodel = "{bundle}"\n[source]\nfaces = "{faces_dir}"\n')
+    assert cli.main(["demo", "--config", str(cfg), "--fast", "--visits", "1"]) == 2
+
+
+def test_demo_cli_events_and_source_that_fails_to_open(tmp_path: Path, faces_dir: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--source", str(tmp_path / "nope")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["demo", "--source", str(tmp_path / "empty")]) == 2
+    assert "no images" in capsys.readouterr().err
+    events = tmp_path / "ev.jsonl"
+    rc = cli.main(["demo", "--source", "synthetic", "--faces", str(faces_dir), "--fast", "--frames", "25",
+                   "--seed", "3", "--events", str(events), "--save-annotated", str(tmp_path / "ann")])
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "frame" in out.out and "demo summary" in out.err
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert len(lines) == 25 and [x["frame"] for x in lines] == list(range(25))
+    for x in lines:
+        assert set(x) == {"ts", "frame", "faces", "decision", "reason", "outputs"}
+        assert x["ts"].endswith("Z") and set(x["outputs"]) == {"green", "red", "buzzer", "relay"}
+        for f in x["faces"]:
+            assert set(f) == {"box", "label", "score", "track"} and len(f["box"]) == 4
+    assert any(x["faces"] for x in lines)
+    assert len(list((tmp_path / "ann").glob("*.jpg"))) == 25
+
+
+def test_a_malformed_frame_from_a_source_is_skipped(tmp_path: Path, detector: FaceDetector,
+                                                     classifier: Classifier) -> None:
+    import numpy as np
+
+    from maskgate.sources import Frame
+
+    class Odd:
+        live = False
+        dropped = 0
+
+        def __init__(self) -> None:
+            self.i = 0
+
+        def open(self) -> None:
+            pass
+
+        def read(self) -> Frame | None:
+            self.i += 1
+            if self.i > 4:
+                return None
+            img = np.zeros((60, 80), np.float32) if self.i == 2 else np.full((60, 80, 3), 90, np.uint8)
+            return Frame(img, self.i / 10, self.i)
+
+        def close(self) -> None:
+            pass
+
+    r = run(settings(), Odd(), detector, classifier)
+    assert r.pipeline.stats.bad_frames == 1 and r.pipeline.stats.frames == 3 and r.pipeline.stats.errors == 0

@@ -1,0 +1,207 @@
+"""Frame sources: replay folder and video, pacing and stale-frame drops, faults, synthetic door."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from maskgate.config import SourceSettings
+from maskgate.errors import FrameError, SourceError
+from maskgate.sources import (
+    FaultySource,
+    LatestFrame,
+    OpenCVSource,
+    Pacer,
+    Picamera2Source,
+    ReplaySource,
+    VideoFileSource,
+    make_source,
+    orient,
+    source_settings_for,
+)
+from maskgate.synthetic import SyntheticDoor
+
+SYNTH_FACES = {
+    "with_mask": ["fm12k_03454.jpg", "c7_01888.jpg", "fm12k_05717.jpg"],
+    "without_mask": ["fm12k_06993.jpg", "c7_02447.jpg", "fm12k_06921.jpg"],
+    "incorrect_mask": ["mfn2_00463.jpg", "mfn2_00623.jpg"],
+}
+
+
+def _images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"img{i:02d}.png"
+        cv2.imwrite(str(p), np.full((48, 64, 3), i * 20, np.uint8))
+        out.append(p)
+    return out
+
+
+def test_replay_folder_holds_images_with_gaps_on_frame_time(tmp_path: Path) -> None:
+    _images(tmp_path / "f", 3)
+    src = ReplaySource(tmp_path / "f", fps=10, hold=2, gap=1, realtime=False, start_wall=100.0)
+    src.open()
+    frames = []
+    while (f := src.read()) is not None:
+        frames.append(f)
+    assert [f.name for f in frames] == ["img00.png", "img00.png", "(gap)", "img01.png", "img01.png", "(gap)",
+                                        "img02.png", "img02.png", "(gap)"]
+    assert [f.ts for f in frames[:3]] == [0.0, 0.1, 0.2]
+    assert frames[3].wall == pytest.approx(100.3)
+    assert int(frames[3].image[0, 0, 0]) == 20
+
+
+def test_replay_corrupt_image_is_a_frame_error_and_the_source_goes_on(tmp_path: Path) -> None:
+    paths = _images(tmp_path / "f", 3)
+    paths[1].write_bytes(b"not an image")
+    src = ReplaySource(tmp_path / "f", fps=10, realtime=False)
+    src.open()
+    assert src.read() is not None
+    with pytest.raises(FrameError, match="img01.png"):
+        src.read()
+    f = src.read()
+    assert f is not None and f.name == "img02.png"
+    assert src.read() is None
+
+
+def test_replay_sources_that_cannot_open(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="not a folder"):
+        ReplaySource(tmp_path / "missing").open()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no images"):
+        ReplaySource(tmp_path / "empty").open()
+    with pytest.raises(SourceError, match="not found"):
+        VideoFileSource(tmp_path / "missing.mp4").open()
+    (tmp_path / "junk.avi").write_bytes(b"junk" * 100)
+    with pytest.raises(SourceError):
+        VideoFileSource(tmp_path / "junk.avi").open()
+    with pytest.raises(SourceError, match="cannot open"):
+        OpenCVSource(str(tmp_path / "nope.mjpeg")).open()
+    with pytest.raises(OSError):  # SourceError is an OSError
+        make_source(SourceSettings(type="replay", device=str(tmp_path / "nothing"))).open()
+
+
+def test_picamera2_missing_is_a_clear_source_error() -> None:
+    pytest.importorskip("cv2")
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        with pytest.raises(SourceError, match="picamera2 is not installed"):
+            Picamera2Source().open()
+    else:
+        pytest.skip("picamera2 is installed here")
+
+
+def test_video_file_replay(tmp_path: Path) -> None:
+    path = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(5):
+        w.write(np.full((48, 64, 3), i * 40, np.uint8))
+    w.release()
+    src = VideoFileSource(path, fps=10, realtime=False, start_wall=0.0)
+    src.open()
+    frames = []
+    while (f := src.read()) is not None:
+        frames.append(f)
+    src.close()
+    assert len(frames) == 5 and frames[-1].ts == pytest.approx(0.4)
+    assert abs(int(frames[2].image.mean()) - 80) < 8
+
+
+def test_pacer_drops_stale_frames_in_real_time() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    p = Pacer(10.0, True, clock=lambda: now[0], sleep=sleep)
+    assert p.next_index() == (0, 0)
+    assert p.next_index() == (1, 0) and slept[-1] == pytest.approx(0.1)
+    now[0] += 0.55  # the consumer was slow: frames 2..6 went stale
+    assert p.next_index() == (6, 4)
+    fast = Pacer(10.0, False)
+    assert [fast.next_index() for _ in range(3)] == [(0, 0), (1, 0), (2, 0)]
+
+
+def test_latest_frame_slot_keeps_the_newest_and_counts_drops() -> None:
+    from maskgate.sources import Frame
+    slot = LatestFrame()
+    img = np.zeros((2, 2, 3), np.uint8)
+    for i in range(3):
+        slot.put(Frame(img, float(i), i))
+    assert slot.take(0.1).index == 2 and slot.dropped == 2
+    t = time.monotonic()
+    with pytest.raises(SourceError, match="no frame"):
+        slot.take(0.05)
+    assert time.monotonic() - t < 2.0
+
+
+def test_orient() -> None:
+    img = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, axis=2)
+    assert orient(img, 90, "none").shape == (3, 2, 3)
+    assert orient(img, 0, "horizontal")[0, 0, 0] == 2
+    assert orient(img, 180, "none")[0, 0, 0] == 5
+    assert orient(img, 0, "none") is img
+
+
+def test_faulty_wrapper(tmp_path: Path) -> None:
+    _images(tmp_path / "f", 1)
+    src = FaultySource(ReplaySource(tmp_path / "f", hold=10, realtime=False), corrupt=[2], fail_at=4)
+    src.open()
+    assert src.read() is not None and src.read() is not None
+    with pytest.raises(FrameError):
+        src.read()
+    assert src.read() is not None
+    with pytest.raises(SourceError):
+        src.read()
+
+
+def test_source_argument(tmp_path: Path) -> None:
+    base = SourceSettings()
+    assert source_settings_for("synthetic", base).type == "synthetic"
+    assert source_settings_for("0", base).type == "opencv"
+    assert source_settings_for("rtsp://cam/stream", base).device == "rtsp://cam/stream"
+    assert source_settings_for(str(tmp_path), base).type == "replay"
+    with pytest.raises(SourceError, match="no such file"):
+        source_settings_for(str(tmp_path / "nope"), base)
+
+
+def test_synthetic_door_is_deterministic_with_ground_truth(faces_dir: Path) -> None:
+    def run() -> list:
+        d = SyntheticDoor(faces_dir, 320, 240, 10, people=3, seed=4, visits=3, realtime=False,
+                          images=SYNTH_FACES, start_wall=0.0)
+        d.open()
+        out = []
+        while (f := d.read()) is not None:
+            out.append(f)
+        return out
+
+    a, b = run(), run()
+    assert len(a) == len(b) > 30
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert a[0].image.shape == (240, 320, 3)
+    people = {t.person for f in a for t in (f.truth or ())}
+    assert 3 <= len(people) <= 9
+    assert any(not f.truth for f in a)  # gaps between visits
+    for f in a:
+        for t in f.truth or ():
+            x, y, w, h = t.box
+            assert 0 <= x and x + w <= 320 and 0 <= y and y + h <= 240 and t.label in SYNTH_FACES
+    # people approach, stand and leave: the largest box sits in the middle of a visit
+    widths = [max((t.box[2] for t in f.truth or ()), default=0) for f in a]
+    assert max(widths) >= 40
+
+
+def test_synthetic_door_needs_its_faces(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="faces folder"):
+        SyntheticDoor(tmp_path / "none").open()
+    (tmp_path / "with_mask").mkdir()
+    with pytest.raises(SourceError, match="no .jpg"):
+        SyntheticDoor(tmp_path, script=[["with_mask"]]).open()
