@@ -118,3 +118,38 @@ def test_run_with_a_missing_config_file_exits_2(tmp_path: Path, missing: str) ->
     proc = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(tmp_path / missing)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "(file): not found" in proc.stderr
+
+
+def test_run_speaks_the_notify_protocol(tmp_path: Path, faces_dir: Path) -> None:
+    """Under systemd (a real Unix datagram socket here): READY, WATCHDOG from the loop, STOPPING."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(60)
+    cfg = tmp_path / "maskgate.toml"
+    config(cfg, faces_dir, "enforce")
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000")
+    proc = subprocess.Popen([sys.executable, "-m", "maskgate", "run", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env)
+    got: list[str] = []
+    try:
+        while not any(m.startswith("READY=1") for m in got):
+            got.append(sock.recv(4096).decode())
+        n_watchdog = 0
+        while n_watchdog < 2:
+            msg = sock.recv(4096).decode()
+            got.append(msg)
+            n_watchdog += msg.strip() == "WATCHDOG=1"
+        proc.send_signal(signal.SIGTERM)
+        while not any(m.startswith("STOPPING=1") for m in got):
+            got.append(sock.recv(4096).decode())
+        assert proc.wait(timeout=30) == 0
+    finally:
+        sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ready = next(m for m in got if m.startswith("READY=1"))
+    assert "STATUS=mode enforce" in ready

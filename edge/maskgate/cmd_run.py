@@ -9,6 +9,7 @@ from pathlib import Path
 from .config import DEFAULT_CONFIG_PATH, resolve_config
 from .daemon import run_gate
 from .events import EventWriter, Observer
+from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if writer:
         observers.append(writer)
     try:
-        return run_gate(settings, config_path=path, observers=observers)
+        with Notifier.from_env(unset=True) as notifier:
+            return run_gate(settings, config_path=path, observers=observers, notifier=notifier)
     finally:
         if writer:
             writer.close()

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from .errors import ConfigFileError
 from .events import Observer
 from .outputs import Outputs
 from .pipeline import Pipeline, build_classifier, build_detector
+from .sdnotify import Notifier
 from .sources import FrameSource, make_source
 from .stats import Stats
 
@@ -62,8 +64,13 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
              source: FrameSource | None = None, observers: list[Observer] | None = None,
              on_alive: Callable[[], None] | None = None, max_frames: int | None = None,
              realtime: bool = True, visits: int | None = None, keep_images: bool = False,
-             stats: Stats | None = None) -> int:
-    """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed."""
+             stats: Stats | None = None, notifier: Notifier | None = None) -> int:
+    """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed.
+
+    With a ``notifier`` (systemd ``Type=notify``): READY=1 once outputs, models and source are up,
+    WATCHDOG=1 from the frame loop (only after a frame was processed, at most every half interval),
+    STOPPING=1 on the way out.
+    """
     outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
     src: FrameSource | None = None
     try:
@@ -71,15 +78,37 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
         classifier = build_classifier(settings)
         src = source or make_source(settings.source, realtime=realtime, visits=visits)
         src.open()
+        if notifier is not None:
+            on_alive = _watchdog_feed(notifier, on_alive)
         pipeline = Pipeline(settings, src, detector, classifier, outputs, stats=stats, observers=observers,
                             on_alive=on_alive, reloader=reloader_for(config_path), max_frames=max_frames,
                             keep_images=keep_images)
         with signal_handlers(pipeline):
             log.info("gate running: mode %s, source %r, %r", settings.decision.mode, src, detector)
+            if notifier is not None:
+                notifier.ready(f"mode {settings.decision.mode}, {classifier.runtime}/{classifier.delegate}")
             pipeline.run()
         log.info("gate stopped: %s", json.dumps(pipeline.stats.snapshot()))
         return 1 if pipeline.failure else 0
     finally:
         outputs.close()
+        if notifier is not None:
+            notifier.stopping()
         if src is not None:
             src.close()
+
+
+def _watchdog_feed(notifier: Notifier, inner: Callable[[], None] | None) -> Callable[[], None]:
+    """Wrap the loop's liveness callback so it also feeds systemd's watchdog, rate-limited."""
+    interval = notifier.watchdog_interval()
+    last = [float("-inf")]
+
+    def alive() -> None:
+        if inner is not None:
+            inner()
+        now = time.monotonic()
+        if interval is not None and now - last[0] >= interval / 2:
+            last[0] = now
+            notifier.watchdog()
+
+    return alive
