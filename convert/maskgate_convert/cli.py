@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--epochs", type=int, default=5, help="the same epoch budget for every architecture")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--report", type=Path, default=Path("reports/compare.md"))
+    cmp_.add_argument("--resume", action="store_true",
+                      help="reuse an architecture's finished run in --out instead of training it again")
     cmp_.add_argument("--cross-source", action="store_true",
                       help="also train default on each source alone and test on the others")
     _add_common(cmp_)
@@ -129,6 +131,11 @@ def _compare(args: argparse.Namespace) -> int:
 
     runs = {}
     for arch in [a for a in args.archs.split(",") if a]:
+        done = args.out / arch / "metrics.json"
+        if args.resume and done.exists():
+            print(f"== {arch}: reusing {done}", flush=True)
+            runs[arch] = json.loads(done.read_text())
+            continue
         print(f"== training {arch} for {args.epochs} epochs", flush=True)
         runs[arch] = run_build(_options(args, arch, args.out / arch, args.epochs, args.epochs + 1))  # type: ignore[arg-type]
     cross = {}

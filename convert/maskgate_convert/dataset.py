@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -123,7 +124,10 @@ def locate_faces(items: list[Item], model: str | None = None, workers: int | Non
                 for it, r in zip(items, raw, strict=True)]
     workers = workers or max(1, (os.cpu_count() or 1))
     out: list[Located] = []
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(model,)) as ex:
+    # "spawn", not fork: forking a process that already runs TensorFlow, LiteRT or OpenCV thread
+    # pools can deadlock the children (seen in a long compare run).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(model,)) as ex:
         for i, loc in enumerate(ex.map(_locate_one, items, chunksize=64)):
             out.append(loc)
             if (i + 1) % 2000 == 0:
