@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "maskgate.cmd_config",
     "maskgate.cmd_run",
     "maskgate.cmd_demo",
+    "maskgate.cmd_check",
 )
 
 
