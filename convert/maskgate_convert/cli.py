@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--epochs", type=int, default=5, help="the same epoch budget for every architecture")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--report", type=Path, default=Path("reports/compare.md"))
+    cmp_.add_argument("--shipped", type=Path, default=None,
+                      help="run directory of the shipped default model, added as a labelled reference row")
     cmp_.add_argument("--resume", action="store_true",
                       help="reuse an architecture's finished run in --out instead of training it again")
     cmp_.add_argument("--cross-source", action="store_true",
@@ -141,10 +143,15 @@ def _compare(args: argparse.Namespace) -> int:
     cross = {}
     if args.cross_source:
         for src in ("chandrikadeb7", "facemask12k"):
+            done = args.out / f"default-only-{src}" / "metrics.json"
+            if args.resume and done.exists():
+                cross[src] = json.loads(done.read_text())
+                continue
             print(f"== training default on {src} only", flush=True)
             cross[src] = run_build(_options(args, "default", args.out / f"default-only-{src}", args.epochs,  # type: ignore[arg-type]
                                             args.epochs + 1, (src, "maskedfacenet")))
-    table = write_compare(runs, cross, args.report, args.epochs)
+    shipped = json.loads((args.shipped / "metrics.json").read_text()) if args.shipped else None
+    table = write_compare(runs, cross, args.report, args.epochs, shipped)
     print(table)
     (args.out / "compare.json").write_text(json.dumps({"runs": list(runs), "cross": list(cross)}))
     return 0

@@ -11,12 +11,17 @@ def _p(v: Any) -> str:
 
 
 def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, Any]], report: Path,
-                  epochs: int) -> str:
+                  epochs: int, shipped: dict[str, Any] | None = None) -> str:
     head = ("| model | classes | bal. acc. float | bal. acc. int8 | bare-face recall int8 | "
             "scenes >=48px right | scenes bare-face recall | params | int8 size | MACs | int8 latency (1 thr) |")
     rows = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     base = runs.get("seed")
-    for name, m in runs.items():
+    rows_src = dict(runs)
+    if shipped is not None:
+        o = shipped["options"]
+        label = f"default, shipped (all data, early stopping: {shipped['epochs_run']} of {o['epochs']} epochs)"
+        rows_src[label] = shipped
+    for name, m in rows_src.items():
         t8, tf = m["test"]["int8"], m["test"]["float"]
         sc = m.get("scenes_test_half", {}).get("int8", {}).get(">=48px")
         scene_right = f"{sc['right_decision']}/{sc['faces']}" if sc else "n/a"
@@ -40,7 +45,9 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         f"Every architecture trained for the same budget of {epochs} epochs on the same grouped split; "
         "balanced accuracy is on the door's question (allow = with_mask, deny = anything else) on the "
         "grouped test split; scene numbers are the whole pipeline (YuNet + classifier) on the scene test half. "
-        "Latency: int8 model, ai-edge-litert, 1 thread, median of 50 runs, this machine.",
+        "Latency: int8 model, ai-edge-litert, 1 thread, median of 50 runs, this machine. "
+        "The 'shipped' row is the committed bundle, trained on all the data until its validation loss "
+        "stopped improving: not the same budget, shown for reference.",
         "",
         f"Machine: {env.get('processor')} ({env.get('machine')}), Python {env.get('python')}, "
         f"TensorFlow {env.get('tensorflow')}, commit {env.get('commit') or 'n/a'}.",
