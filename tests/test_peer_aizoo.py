@@ -6,13 +6,8 @@ from pathlib import Path
 
 from maskgate.imageio import read_bgr
 from maskgate.peer_aizoo import AizooDetector, anchors
-from maskgate.scenes import load_scenes
+from maskgate.scenes import iou, load_scenes
 
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / float(a[2] * a[3] + b[2] * b[3] - ix * iy)
 
 
 def test_anchor_count_matches_model_outputs() -> None:
@@ -30,8 +25,8 @@ def test_peer_boxes_match_annotations(shared: Path, scenes_dir: Path) -> None:
             if gt.box[2] < 24:
                 continue
             total += 1
-            best = max(found, key=lambda f, gt=gt: _iou(gt.box, f.box), default=None)
-            if best is not None and _iou(gt.box, best.box) >= 0.4:
+            best = max(found, key=lambda f, gt=gt: iou(gt.box, f.box), default=None)
+            if best is not None and iou(gt.box, best.box) >= 0.4:
                 matched += 1
                 right += (best.label == "with_mask") == (gt.label == "with_mask")
     assert total >= 4

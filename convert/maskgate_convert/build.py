@@ -21,7 +21,7 @@ from maskgate.crop import CropRule, InputSpec, crop_face, to_model_input
 from maskgate.detector import DetectorSettings, FaceDetector
 from maskgate.imageio import read_bgr
 from maskgate.model_store import sha256_file
-from maskgate.scenes import Scene, load_scenes, split_scenes
+from maskgate.scenes import Scene, iou, load_scenes, split_scenes
 
 from . import dedup
 from .architectures import ARCHS, Arch, build_model, multiply_adds
@@ -299,7 +299,7 @@ def _scene_outcomes(scenes: list[Scene], faces_of: Any) -> dict[str, Any]:
         for gt in sc.faces:
             best, bi = 0.0, -1
             for j, (box, _) in enumerate(faces):
-                v = _iou(gt.box, box)
+                v = iou(gt.box, box)
                 if v > best:
                     best, bi = v, j
             truth.append(gt.label)
@@ -322,12 +322,6 @@ def _scene_outcomes(scenes: list[Scene], faces_of: Any) -> dict[str, Any]:
         }
     return out
 
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
 
 
 def _latency_ms(path: Path, spec: InputSpec, runs: int = 50) -> float:

@@ -10,18 +10,12 @@ import numpy as np
 
 from maskgate.detector import DetectorSettings, FaceDetector
 from maskgate.imageio import read_bgr
-from maskgate.scenes import Scene, load_scenes, split_scenes
+from maskgate.scenes import Scene, iou, load_scenes, split_scenes
 
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.9)
 UPSCALES = (1.0, 2.0)
 MATCH_IOU = 0.3
 
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
 
 
 def recall(scenes: list[Scene], settings: DetectorSettings, model: str | None,
@@ -36,7 +30,7 @@ def recall(scenes: list[Scene], settings: DetectorSettings, model: str | None,
         used: set[int] = set()
         for gt in sc.faces:
             key = f"{gt.label} {'>=48px' if gt.box[2] >= 48 else '<48px'}"
-            best = max(((_iou(gt.box, f.box), j) for j, f in enumerate(faces)), default=(0.0, -1))
+            best = max(((iou(gt.box, f.box), j) for j, f in enumerate(faces)), default=(0.0, -1))
             h = hits.setdefault(key, [0, 0])
             h[1] += 1
             if best[0] >= MATCH_IOU:

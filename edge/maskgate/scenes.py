@@ -65,6 +65,14 @@ def load_scenes(scenes_dir: Path) -> list[Scene]:
     return [read_voc(p, scenes_dir / "images") for p in sorted(ann.glob("*.xml"))]
 
 
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
+
+
 def scene_half(name: str) -> str:
     """Fixed split by image name: ``tune`` or ``test`` (sha256 of the stem, even/odd)."""
     return "tune" if hashlib.sha256(name.encode()).digest()[0] % 2 == 0 else "test"
