@@ -9,7 +9,6 @@ from maskgate.peer_aizoo import AizooDetector, anchors
 from maskgate.scenes import iou, load_scenes
 
 
-
 def test_anchor_count_matches_model_outputs() -> None:
     assert anchors().shape == ((33 * 33 + 17 * 17 + 9 * 9 + 5 * 5 + 3 * 3) * 4, 4)
 
