@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskgate.bundle import default_bundle_dir, load_bundle
+from maskgate.bundle import default_bundle_dir, load_bundle, split_files
 from maskgate.classifier import Classifier
 from maskgate.errors import ModelError
 from maskgate.imageio import read_bgr
@@ -97,6 +97,14 @@ def test_committed_split_has_no_group_across_train_and_test() -> None:
         for row in csv.DictReader(f):
             groups.setdefault(row["group"], set()).add(row["split"])
     assert all(len(s) == 1 for s in groups.values())
+
+
+def test_split_files_lists_only_the_held_out_split() -> None:
+    b = load_bundle()
+    test, train = split_files(b, "test"), split_files(b, "train")
+    assert set(test) == {"with_mask", "without_mask", "incorrect_mask"}
+    for label, names in test.items():
+        assert names and not set(names) & set(train.get(label, ()))
 
 
 def test_committed_model_accuracy_on_committed_test_split(faces_dir: Path) -> None:

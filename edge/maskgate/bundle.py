@@ -6,6 +6,7 @@ load, and refuses any mismatch with the path and the reason.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -102,3 +103,26 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     if out.shape[-1] != len(labels):
         raise ModelError(f"{mpath}: {len(labels)} labels but the output has {out.shape[-1]} values")
     return Bundle(d, model_path, manifest, labels, spec, rule, inp, out)
+
+
+def split_files(bundle: Bundle, split: str = "test") -> dict[str, list[str]]:
+    """File names (inside each class folder) of one split recorded with the bundle, per label.
+
+    The test split was never used for training or tuning, so benchmarks and synthetic doors built
+    from it measure the model honestly. A bundle without a split file gives an empty mapping.
+    """
+    info = bundle.manifest.get("split") or {}
+    name = info.get("file") if isinstance(info, dict) else None
+    if not name:
+        return {}
+    path = bundle.directory / str(name)
+    out: dict[str, list[str]] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("split") == split and "/" in row.get("file", ""):
+                    label, file = row["file"].split("/", 1)
+                    out.setdefault(label, []).append(file)
+    except (OSError, KeyError, csv.Error) as exc:
+        raise ModelError(f"{path}: cannot read the bundle's split file ({exc})") from exc
+    return out
