@@ -15,7 +15,7 @@ from maskgate.classifier import Classifier
 from maskgate.config import DEFAULT_PINS, Settings
 from maskgate.detector import FaceDetector
 from maskgate.errors import ModelError
-from maskgate.events import FrameResult
+from maskgate.events import DecisionEvent, DecisionEvents, FrameResult
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline
 from maskgate.scenes import load_scenes
@@ -139,6 +139,30 @@ def test_synthetic_door_single_people(faces_dir: Path, detector: FaceDetector, c
     assert r.pin("relay")[:2] == [False, True] and r.pin("relay")[-1] is False
     assert True in r.pin("green") and True in r.pin("red") and True in r.pin("buzzer")
     assert r.alive == len(r.results) and r.pipeline.stats.frames == len(r.results)
+
+
+def test_decision_events_one_per_action_and_per_fault_start(faces_dir: Path, detector: FaceDetector,
+                                                           classifier: Classifier) -> None:
+    events: list[DecisionEvent] = []
+    script = [["with_mask"], ["without_mask"], ["with_mask"], ["without_mask"]]
+    r = run(settings(), door(faces_dir, script, seed=11), detector, classifier)
+    rec = DecisionEvents([events.append])
+    for res in r.results:
+        rec(res)
+    triggers = [res.decision.trigger for res in r.results if res.decision.trigger]
+    assert [e.outcome for e in events] == [{"open": "allow", "alarm": "deny"}[t] for t in triggers]
+    assert events and all(e.faces >= 1 and e.track is not None and e.confidence is not None for e in events)
+    assert all(e.reason in ("without_mask", "incorrect_mask") for e in events if e.outcome == "deny")
+    # a fault is recorded when it begins, not on every frame it lasts
+    fault = dataclasses.replace(r.results[-1], frame=-1, decision=dataclasses.replace(
+        r.results[-1].decision, state="fault", reason="camera", trigger=None))
+    n = len(events)
+    rec(fault)
+    rec(fault)
+    assert [e.outcome for e in events[n:]] == ["fault"] and events[-1].reason == "camera"
+    js = events[0].to_json()
+    assert set(js) == {"ts", "outcome", "reason", "confidence", "faces", "track", "mode", "active", "clock_synced"}
+    assert js["ts"].endswith("Z")
 
 
 def test_synthetic_door_groups(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:

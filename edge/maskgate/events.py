@@ -55,6 +55,90 @@ Observer = Callable[[FrameResult], None]
 """Anything called with each FrameResult (event stream, status page, MQTT, ...)."""
 
 
+@dataclass(frozen=True)
+class DecisionEvent:
+    """One decision worth recording: the door opened (``allow``), the buzzer sounded (``deny``), or a
+    fault began. No image, no box: nothing that identifies a person.
+
+    ``clock_synced`` is False while the wall clock is not known to be set (a Pi has no real-time
+    clock); consumers say so next to the time.
+    """
+
+    wall: float
+    outcome: str
+    """``allow`` | ``deny`` | ``fault`` (the daemon's decision vocabulary)."""
+    reason: str | None
+    """deny: ``without_mask`` | ``incorrect_mask``; fault: ``camera`` | ``model`` | ``frames`` ..."""
+    confidence: float | None
+    """The deciding track's classifier score (None for a fault)."""
+    faces: int
+    """Faces in the doorway region at that moment."""
+    track: int | None
+    """The deciding track's id (a number local to this run, not an identity)."""
+    mode: str
+    active: bool
+    """False when the gate was off or outside its schedule (nothing was driven)."""
+    clock_synced: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ts": datetime.fromtimestamp(self.wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "outcome": self.outcome, "reason": self.reason,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "faces": self.faces, "track": self.track, "mode": self.mode, "active": self.active,
+            "clock_synced": self.clock_synced,
+        }
+
+
+def decision_event(result: FrameResult, previous: FrameResult | None, *,
+                   clock_synced: bool = True) -> DecisionEvent | None:
+    """The DecisionEvent a frame result makes, if any: an action fired (``open`` -> allow, ``alarm``
+    -> deny), or a fault began (the previous result was not a fault with the same reason)."""
+    d = result.decision
+    if d.state == "fault":
+        p = previous.decision if previous is not None else None
+        if p is not None and p.state == "fault" and p.reason == d.reason:
+            return None
+        return DecisionEvent(result.wall, "fault", d.reason, None, 0, None, d.mode, d.active, clock_synced)
+    if d.trigger not in ("open", "alarm"):
+        return None
+    outcome = "allow" if d.trigger == "open" else "deny"
+    inside = [t for t in d.tracks if t.in_roi]
+    deciding = [t for t in inside if t.state == outcome] or inside
+    if outcome == "allow":
+        track = min(deciding, key=lambda t: t.score, default=None)  # the least sure of the masked faces
+    else:
+        track = max(deciding, key=lambda t: t.score, default=None)
+    return DecisionEvent(result.wall, outcome, d.reason, None if track is None else track.score, len(inside),
+                         None if track is None else track.id, d.mode, d.active, clock_synced)
+
+
+class DecisionEvents:
+    """An observer that turns frame results into DecisionEvents and hands each to its sinks
+    (the event log, the status page, MQTT). A failing sink is logged and the others still run."""
+
+    def __init__(self, sinks: list[Callable[[DecisionEvent], None]] | None = None, *,
+                 clock_synced: Callable[[], bool] | None = None) -> None:
+        self.sinks: list[Callable[[DecisionEvent], None]] = list(sinks or [])
+        self._clock_synced = clock_synced
+        self._previous: FrameResult | None = None
+
+    def __repr__(self) -> str:
+        return f"<DecisionEvents {len(self.sinks)} sink(s)>"
+
+    def __call__(self, result: FrameResult) -> None:
+        synced = self._clock_synced() if self._clock_synced is not None else True
+        event = decision_event(result, self._previous, clock_synced=synced)
+        self._previous = result
+        if event is None:
+            return
+        for sink in list(self.sinks):
+            try:
+                sink(event)
+            except Exception:
+                log.exception("decision sink %r failed", sink)
+
+
 class EventWriter:
     """``--events FILE|-``: one JSON line per processed frame."""
 
