@@ -32,7 +32,7 @@ from maskgate.outputs import Outputs
 from maskgate.peer_aizoo import AizooDetector
 from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.sources import Frame
-from maskgate.synthetic import SyntheticDoor
+from maskgate.synthetic import SyntheticDoor, judged_label
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKGATE_SHARED") or REPO.parent / "shared")
@@ -60,18 +60,6 @@ class Frames:
 
     def close(self) -> None:
         pass
-
-
-def judged(f: Frame, width: int) -> str | None:
-    """The frame's one truth label when the person is fully in view, >= 48 px wide and in the doorway
-    (centre in the middle 60% of the width, the ROI variants' region), else None."""
-    truth = f.truth or ()
-    if len(truth) != 1:
-        return None
-    t = truth[0]
-    x, _, w, _ = t.box
-    centre = (x + w / 2) / width
-    return t.label if x > 0 and x + w < width and w >= 48 and 0.2 <= centre <= 0.8 else None
 
 
 def latencies(door: SyntheticDoor, frames: list[Frame], results: list[FrameResult]) -> str:
@@ -169,7 +157,7 @@ def main() -> None:
         gate_fps.append(fps)
         right = total = 0
         for res, f in zip(results, frames, strict=True):
-            want = judged(f, 640)
+            want = judged_label(f, 640)
             if want is None:
                 continue
             total += 1
@@ -189,7 +177,7 @@ def main() -> None:
     elapsed, dets = best["aizoo"]
     right = total = 0
     for d, f in zip(dets, frames, strict=True):
-        want = judged(f, 640)
+        want = judged_label(f, 640)
         if want is None:
             continue
         total += 1

@@ -277,6 +277,23 @@ class SyntheticDoor:
         return (cx0, cy0, cx1 - cx0, cy1 - cy0)
 
 
+def judged_label(frame: Frame, width: int, roi: tuple[float, float] = (0.2, 0.8), min_face: int = 48) -> str | None:
+    """The truth label of a frame whose one person can be judged, else None.
+
+    Judged means: exactly one person in the frame, fully in view, at least ``min_face`` pixels wide
+    and centred in the doorway (the middle 60% of the width by default). Benchmarks score a gate's
+    per-frame verdict (and a peer's) on these frames only, so partly visible or tiny faces at the
+    frame edge do not count for or against anyone.
+    """
+    truth = frame.truth or ()
+    if len(truth) != 1:
+        return None
+    t = truth[0]
+    x, _, w, _ = t.box
+    centre = (x + w / 2) / width
+    return t.label if x > 0 and x + w < width and w >= min_face and roi[0] <= centre <= roi[1] else None
+
+
 _MASKS: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
 
