@@ -185,26 +185,46 @@ class DecisionPrinter:
 
 
 COLORS = {"with_mask": (0, 200, 0), "without_mask": (0, 0, 230), "incorrect_mask": (0, 160, 255)}
+"""Box colour per label (BGR): green masked, red bare, orange worn wrongly."""
+ROI_COLOR = (255, 200, 0)
+"""The doorway region's outline (BGR light blue)."""
+
+
+def annotate(image: np.ndarray, result: FrameResult, roi: tuple[float, ...] | None = None) -> np.ndarray:
+    """A copy of ``image`` with each face's box, track, label and score, the decision, and the doorway
+    region ``roi`` (fractions of the frame; not drawn when it is the whole frame)."""
+    img = image.copy()
+    h, w = img.shape[:2]
+    if roi is not None and tuple(roi) != (0.0, 0.0, 1.0, 1.0):
+        x0, y0, x1, y1 = roi
+        p0 = (int(x0 * w), int(y0 * h))
+        p1 = (min(w - 1, int(round(x1 * w))), min(h - 1, int(round(y1 * h))))
+        cv2.rectangle(img, p0, p1, ROI_COLOR, 2)
+        cv2.putText(img, "doorway", (p0[0] + 4, p1[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ROI_COLOR, 1,
+                    cv2.LINE_AA)
+    for f in result.faces:
+        x, y, bw, bh = f.box
+        c = COLORS.get(f.label, (200, 200, 200))
+        cv2.rectangle(img, (x, y), (x + bw, y + bh), c, 2)
+        cv2.putText(img, f"#{f.track} {f.label} {f.score:.2f}", (x, max(12, y - 4)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1, cv2.LINE_AA)
+    d = result.decision
+    cv2.putText(img, d.state + (f" ({d.reason})" if d.reason else ""), (8, 22),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+    return img
 
 
 class AnnotatedSaver:
-    """``--save-annotated DIR``: each processed frame as a JPEG with boxes and the decision."""
+    """``--save-annotated DIR``: each processed frame as a JPEG with boxes, the decision and the doorway
+    region."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, roi: tuple[float, ...] | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.roi = roi
 
     def __call__(self, result: FrameResult) -> None:
         if result.image is None:
             return
-        img = result.image.copy()
-        for f in result.faces:
-            x, y, w, h = f.box
-            c = COLORS.get(f.label, (200, 200, 200))
-            cv2.rectangle(img, (x, y), (x + w, y + h), c, 2)
-            cv2.putText(img, f"#{f.track} {f.label} {f.score:.2f}", (x, max(12, y - 4)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1, cv2.LINE_AA)
-        d = result.decision
-        cv2.putText(img, d.state + (f" ({d.reason})" if d.reason else ""), (8, 22),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        img = annotate(result.image, result, self.roi)
         cv2.imwrite(str(self.directory / f"frame_{result.frame:06d}.jpg"), img)

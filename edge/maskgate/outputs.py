@@ -66,6 +66,9 @@ class Outputs:
         self._closed = False
         self.button_presses = 0
         self.on_button: list[Callable[[], None]] = []
+        self.pulses = 0
+        self.on_pulse: list[Callable[[], None]] = []
+        """Called (outside the lock) each time a relay pulse starts (the relay goes from off to on)."""
         p, f = settings.pins, self.factory
         self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
                                   pin_factory=f)
@@ -113,6 +116,7 @@ class Outputs:
 
     def pulse(self, duration: float | None = None) -> None:
         """Open the door for ``duration`` (default ``relay_pulse``), never past ``relay_max_on``."""
+        started = False
         with self._lock:
             if self._closed:
                 return
@@ -120,11 +124,22 @@ class Outputs:
             if not self.relay.value:
                 self._on_since = now
                 self.relay.on()
+                started = True
+                self.pulses += 1
             assert self._on_since is not None
             d = self.settings.relay_pulse if duration is None else duration
             self._deadline = min(now + d, self._on_since + self.settings.relay_max_on)
             log.info("relay on until +%.1f s", self._deadline - now)
         self._wake.set()
+        if started:
+            self._notify_pulse()
+
+    def _notify_pulse(self) -> None:
+        for cb in list(self.on_pulse):
+            try:
+                cb()
+            except Exception:
+                log.exception("relay pulse observer failed")
 
     def relay_off(self) -> None:
         with self._lock:

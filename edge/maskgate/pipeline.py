@@ -86,6 +86,7 @@ class Pipeline:
         self.decider = Decider(settings.decision, settings.schedule)
         self.outputs.mode = settings.decision.mode
         self.outputs.on_button.append(lambda: self.stats.count("button_presses"))
+        self.outputs.on_pulse.append(lambda: self.stats.count("relay_pulses"))
         self.last_decision: Decision | None = None
         self.failure: str | None = None
         """Why a finite run ended early (camera, model), else None."""
@@ -219,6 +220,7 @@ class Pipeline:
                 return False
             try:
                 self.source.open()
+                self.stats.count("camera_reconnects")
                 log.info("frame source reopened")
                 return True
             except SourceError as exc:
@@ -272,6 +274,7 @@ class Pipeline:
                 t = time.perf_counter()
                 v = self.classifier.classify(x)
                 t_cls += time.perf_counter() - t
+                self.stats.score(v.label, v.score)
                 if v.label == "no_face" and v.score >= s.decision.no_face_score:
                     continue  # a detector false positive
                 obs.append(Observation(f.box, v.label, v.score))
