@@ -41,7 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after this many processed frames")
     p.add_argument("--fast", action="store_true",
                    help="replay as fast as possible (decisions still follow frame time)")
+    p.add_argument("--http", default=None, metavar="HOST:PORT", type=http_address,
+                   help="serve the status page, /healthz, /metrics and the JSON API there (e.g. 127.0.0.1:8080; "
+                        "anything but loopback needs [http] token)")
+    p.add_argument("--preview", action="store_true", help="with --http: also serve the live view /preview.mjpg")
     p.set_defaults(func=run)
+
+
+def http_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) for ``--http``."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one)")
+    return host, int(port)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,17 +69,22 @@ def run(args: argparse.Namespace) -> int:
     src = dataclasses.replace(src, **changes)  # type: ignore[arg-type]
     settings = dataclasses.replace(settings, source=src,
                                    outputs=dataclasses.replace(settings.outputs, pin_factory="mock"))
+    if args.http is not None:
+        host, port = args.http
+        settings = dataclasses.replace(settings, http=dataclasses.replace(
+            settings.http, enabled=True, host=host, port=port, preview=args.preview or settings.http.preview))
     observers: list[Observer] = [DecisionPrinter(sys.stderr if args.events == "-" else sys.stdout)]
     writer = EventWriter(args.events) if args.events else None
     if writer:
         observers.append(writer)
     if args.save_annotated:
-        observers.append(AnnotatedSaver(args.save_annotated))
+        observers.append(AnnotatedSaver(args.save_annotated, settings.detector.roi))
     stats = Stats()
     try:
         rc = run_gate(settings, config_path=path, pin_factory=MockFactory(), observers=observers,
                       max_frames=args.frames, realtime=not args.fast, visits=args.visits,
-                      keep_images=args.save_annotated is not None, stats=stats)
+                      keep_images=args.save_annotated is not None, stats=stats,
+                      on_http=lambda server: print(f"status page: {server.url}", file=sys.stderr, flush=True))
     finally:
         if writer:
             writer.close()

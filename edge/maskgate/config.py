@@ -204,6 +204,43 @@ class OutputSettings:
     pins: PinSettings = field(default_factory=PinSettings, metadata={"doc": "BCM pins"})
 
 
+def _http_host(v: str) -> str | None:
+    if not v or any(c.isspace() for c in v) or "/" in v:
+        return "must be an IP address or host name to bind to, e.g. '127.0.0.1' or '0.0.0.0'"
+    return None
+
+
+HTTP_TOKEN_MIN = 16
+
+
+def check_token(v: str) -> str | None:
+    """Why ``v`` is not an acceptable HTTP token (None: it is, or it is empty)."""
+    if v and (len(v) < HTTP_TOKEN_MIN or any(c.isspace() for c in v)):
+        return (f"must be at least {HTTP_TOKEN_MIN} characters without spaces "
+                "(make one with `openssl rand -hex 16`)")
+    return None
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The status page, live preview, /healthz, /metrics and JSON API (read-only; nothing here opens
+    the door). Changes apply after a restart."""
+
+    enabled: bool = _opt(False, "serve the status page and API")
+    host: str = _opt("127.0.0.1", "address to bind; anything but loopback (127.0.0.1, ::1, localhost) "
+                                  "requires a token", _http_host)
+    port: int = _opt(8080, "TCP port (0: any free port, logged at start)", _range(0, 65535))
+    token: str = _opt("", "access token (Basic auth password, or the login form); empty: read "
+                          "$CREDENTIALS_DIRECTORY/maskgate-http-token (systemd LoadCredential=), "
+                          "else no token, allowed only on loopback", check_token)
+    preview: bool = _opt(False, "serve /preview.mjpg, the live annotated camera view for aiming the "
+                                "camera (frames stay in memory, never on disk)")
+    preview_fps: float = _opt(5.0, "preview frames per second at most (JPEG encoding happens only while "
+                                   "someone watches)", _range(0.0, 30.0, lo_open=True))
+    preview_quality: int = _opt(70, "preview JPEG quality", _range(10, 95))
+    preview_clients: int = _opt(2, "preview viewers at once; more are refused (503)", _range(1, 16))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole configuration."""
@@ -214,6 +251,7 @@ class Settings:
     decision: DecisionSettings = field(default_factory=DecisionSettings, metadata={"doc": "decision"})
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings, metadata={"doc": "schedule"})
     outputs: OutputSettings = field(default_factory=OutputSettings, metadata={"doc": "outputs"})
+    http: HttpSettings = field(default_factory=HttpSettings, metadata={"doc": "status page and API"})
 
 
 def _type_name(tp: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from .config import Settings, load_config
 from .errors import ConfigFileError
 from .events import Observer
+from .httpd import HttpServer, start_http
 from .outputs import Outputs
 from .pipeline import Pipeline, build_classifier, build_detector
 from .sdnotify import Notifier
@@ -64,25 +65,44 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
              source: FrameSource | None = None, observers: list[Observer] | None = None,
              on_alive: Callable[[], None] | None = None, max_frames: int | None = None,
              realtime: bool = True, visits: int | None = None, keep_images: bool = False,
-             stats: Stats | None = None, notifier: Notifier | None = None) -> int:
+             stats: Stats | None = None, notifier: Notifier | None = None,
+             clock_synced: Callable[[], bool] | None = None,
+             on_http: Callable[[HttpServer], None] | None = None) -> int:
     """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed.
 
     With a ``notifier`` (systemd ``Type=notify``): READY=1 once outputs, models and source are up,
     WATCHDOG=1 from the frame loop (only after a frame was processed, at most every half interval),
     STOPPING=1 on the way out.
+
+    With ``[http] enabled``, the HTTP server starts right after the outputs (a busy port or a missing
+    token fails the start before models load) and is handed to ``on_http``; ``clock_synced`` tells
+    its status page whether the wall clock is set.
     """
     outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
     src: FrameSource | None = None
+    http: HttpServer | None = None
+    stats = stats if stats is not None else Stats()
     try:
+        if settings.http.enabled:
+            http = start_http(settings, stats, clock_synced=clock_synced)
+            if on_http is not None:
+                on_http(http)
         detector = build_detector(settings)
         classifier = build_classifier(settings)
         src = source or make_source(settings.source, realtime=realtime, visits=visits)
         src.open()
         if notifier is not None:
             on_alive = _watchdog_feed(notifier, on_alive)
+        reloader = reloader_for(config_path)
+        if http is not None:
+            observers = [*(observers or []), *http.board.observers()]
+            keep_images = keep_images or http.board.keep_images
+            reloader = http.board.watch_reloads(reloader)
         pipeline = Pipeline(settings, src, detector, classifier, outputs, stats=stats, observers=observers,
-                            on_alive=on_alive, reloader=reloader_for(config_path), max_frames=max_frames,
+                            on_alive=on_alive, reloader=reloader, max_frames=max_frames,
                             keep_images=keep_images)
+        if http is not None:
+            http.board.attach(pipeline)
         with signal_handlers(pipeline):
             log.info("gate running: mode %s, source %r, %r", settings.decision.mode, src, detector)
             if notifier is not None:
@@ -96,6 +116,9 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
             notifier.stopping()
         if src is not None:
             src.close()
+        if http is not None:
+            http.board.detach()
+            http.close()
 
 
 def _watchdog_feed(notifier: Notifier, inner: Callable[[], None] | None) -> Callable[[], None]:
