@@ -258,3 +258,21 @@ def test_maskgate_run_serves_the_status_page(tmp_path: Path, faces_dir: Path, yu
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_http_flag(faces_dir: Path, yunet_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maskgate import cli
+    from maskgate.cmd_demo import http_address
+    assert http_address("127.0.0.1:8080") == ("127.0.0.1", 8080) and http_address("[::1]:0") == ("::1", 0)
+    for bad in ("8080", "host:", ":80", "h:99999"):
+        with pytest.raises(Exception, match="is not HOST:PORT"):
+            http_address(bad)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'[detector]\nmodel = "{yunet_path}"\n')
+    rc = cli.main(["demo", "--config", str(cfg), "--source", "synthetic", "--faces", str(faces_dir), "--fast",
+                   "--frames", "10", "--http", "127.0.0.1:0", "--preview"])
+    assert rc == 0
+    assert re.search(r"status page: http://127\.0\.0\.1:\d+/", capsys.readouterr().err)
+    rc = cli.main(["demo", "--config", str(cfg), "--source", "synthetic", "--faces", str(faces_dir), "--fast",
+                   "--frames", "10", "--http", "0.0.0.0:0"])
+    assert rc == 2 and "requires a token" in capsys.readouterr().err
