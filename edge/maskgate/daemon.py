@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .clock import clock_synced as default_clock_synced
 from .config import Settings, load_config
 from .errors import ConfigFileError
-from .events import Observer
+from .eventlog import EventLog, events_dir, read_events, summarise
+from .events import DecisionEvent, DecisionEvents, Observer
 from .outputs import Outputs
 from .pipeline import Pipeline, build_classifier, build_detector
 from .sdnotify import Notifier
@@ -60,24 +62,105 @@ def reloader_for(path: Path | None) -> Callable[[], Settings]:
     return reload
 
 
+DecisionSink = Callable[[DecisionEvent], None]
+
+
+class Reporting:
+    """What the gate reports besides its outputs, built from ``[events]``, ``[mqtt]`` and
+    ``[snapshots]``: one DecisionEvents observer whose sinks are the event log, MQTT and any extra
+    sinks (a status page's ring buffer), plus the frame observers MQTT and snapshots need.
+    ``close()`` says ``offline`` on MQTT and closes the files; safe twice."""
+
+    def __init__(self, settings: Settings, *, sinks: list[DecisionSink] | None = None,
+                 clock_synced: Callable[[], bool] | None = None) -> None:
+        self.event_log: EventLog | None = None
+        self.mqtt: Any = None
+        self.snapshots: Any = None
+        self.decisions = DecisionEvents(clock_synced=clock_synced or default_clock_synced)
+        self.observers: list[Observer] = [self.decisions]
+        try:
+            if settings.events.enabled:
+                self.event_log = EventLog.from_settings(settings.events)
+                self.decisions.sinks.append(self.event_log)
+                log.info("event log: %s", self.event_log.path)
+            if settings.mqtt.enabled:
+                from .mqtt import MqttPublisher
+
+                self.mqtt = MqttPublisher(settings.mqtt, timezone=settings.schedule.timezone,
+                                          counts=self._today_counts(settings))
+                self.decisions.sinks.append(self.mqtt)
+                self.observers.append(self.mqtt.observe)
+            if settings.snapshots.enabled:
+                from .snapshots import SnapshotSaver, blur_detector
+
+                detect = blur_detector(settings).detect if settings.snapshots.blur_faces else None
+                self.snapshots = SnapshotSaver(settings.snapshots, detect=detect)
+                self.observers.append(self.snapshots)
+                log.warning("snapshot-on-deny is on: deny frames are kept in %s (faces %s)",
+                            self.snapshots.directory, "blurred" if settings.snapshots.blur_faces else "NOT blurred")
+            self.decisions.sinks.extend(sinks or [])
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<Reporting {self.decisions!r} log={self.event_log!r} mqtt={self.mqtt!r} snapshots={self.snapshots!r}>"
+
+    @property
+    def keep_images(self) -> bool:
+        return self.snapshots is not None
+
+    @staticmethod
+    def _today_counts(settings: Settings) -> dict[str, int]:
+        """Today's counts from the event log, so MQTT's counts survive a restart."""
+        if not settings.events.enabled:
+            return {}
+        from zoneinfo import ZoneInfo
+
+        found = read_events(events_dir(settings.events))
+        return dict(summarise(found.records, ZoneInfo(settings.schedule.timezone))["today_counts"])
+
+    def start(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.start()
+
+    def close(self) -> None:
+        for part in (self.mqtt, self.snapshots, self.event_log):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:
+                    log.exception("closing %r failed", part)
+
+
 def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory: Any = None,
              source: FrameSource | None = None, observers: list[Observer] | None = None,
              on_alive: Callable[[], None] | None = None, max_frames: int | None = None,
              realtime: bool = True, visits: int | None = None, keep_images: bool = False,
-             stats: Stats | None = None, notifier: Notifier | None = None) -> int:
+             stats: Stats | None = None, notifier: Notifier | None = None,
+             decision_sinks: list[DecisionSink] | None = None,
+             clock_synced: Callable[[], bool] | None = None) -> int:
     """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed.
 
     With a ``notifier`` (systemd ``Type=notify``): READY=1 once outputs, models and source are up,
     WATCHDOG=1 from the frame loop (only after a frame was processed, at most every half interval),
     STOPPING=1 on the way out.
+
+    Decisions go to the event log, MQTT and snapshots as ``settings`` says (see ``Reporting``) and
+    to ``decision_sinks``; ``clock_synced`` (default ``maskgate.clock.clock_synced``) stamps them.
     """
     outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
     src: FrameSource | None = None
+    reporting: Reporting | None = None
     try:
         detector = build_detector(settings)
         classifier = build_classifier(settings)
+        reporting = Reporting(settings, sinks=decision_sinks, clock_synced=clock_synced)
+        observers = [*reporting.observers, *(observers or [])]
+        keep_images = keep_images or reporting.keep_images
         src = source or make_source(settings.source, realtime=realtime, visits=visits)
         src.open()
+        reporting.start()
         if notifier is not None:
             on_alive = _watchdog_feed(notifier, on_alive)
         pipeline = Pipeline(settings, src, detector, classifier, outputs, stats=stats, observers=observers,
@@ -94,6 +177,8 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
         outputs.close()
         if notifier is not None:
             notifier.stopping()
+        if reporting is not None:
+            reporting.close()
         if src is not None:
             src.close()
 
