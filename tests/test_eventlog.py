@@ -197,3 +197,40 @@ def test_the_loop_runs_on_when_the_event_log_cannot_be_written(tmp_path: Path, f
     assert len(seen) >= 2 and all(e.clock_synced is False for e in seen)
     assert sum("cannot write" in r.getMessage() for r in caplog.records) == 1
     assert os.readlink(d / "events.jsonl") == "/dev/full"
+
+
+def test_event_log_config_errors() -> None:
+    from maskgate.config import parse_config
+    from maskgate.errors import ConfigFileError
+
+    with pytest.raises(ConfigFileError) as info:
+        parse_config("[events]\nmax_bytes = 100\n")
+    assert info.value.problems == ["events.max_bytes: must be at least 4096 bytes (got 100)"]
+    with pytest.raises(ConfigFileError) as info:
+        parse_config("[events]\nmax_bytes = 8192\nmax_total_bytes = 4096\n")
+    assert info.value.problems[0].startswith("events.max_total_bytes: must be at least events.max_bytes (8192)")
+
+
+def test_a_stale_answer_is_refreshed_in_the_background_without_waiting() -> None:
+    """The frame loop asks per event: once answered, it never waits for a slow source."""
+    import threading
+
+    gate = threading.Event()
+    answers = iter([False, True])
+    now = [0.0]
+
+    def slow() -> bool:
+        if now[0] > 0:
+            gate.wait(10)  # a chronyc that takes its time
+        return next(answers)
+
+    check = ClockCheck([("slow", slow)], ttl=60, monotonic=lambda: now[0], background=True)
+    assert check() is False  # the first answer is awaited
+    now[0] = 61.0
+    assert check() is False  # stale: returned at once while a thread asks again
+    gate.set()
+    for _ in range(100):
+        if check.synced:
+            break
+        threading.Event().wait(0.05)
+    assert check.synced is True and check.source == "slow"

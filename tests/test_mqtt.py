@@ -370,3 +370,34 @@ def test_last_will_when_the_daemon_is_killed(tmp_path: Path, broker: Broker, fac
             proc.wait()
         listener.close()
     assert "Received SUBSCRIBE from maskgate-k" not in broker.log()
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ('[mqtt]\ncert_file = "c.pem"\ntls = true\n', "mqtt.key_file: a client certificate needs both"),
+    ('[mqtt]\nca_file = "ca.pem"\n', "mqtt.ca_file: only used with mqtt.tls = true"),
+    ('[mqtt]\ntls_insecure = true\n', "mqtt.tls_insecure: only used with mqtt.tls = true"),
+    ('[mqtt]\ntopic_prefix = "shop/#"\n', "mqtt.topic_prefix: must be a non-empty MQTT topic without wildcards"),
+    ('[mqtt]\nport = 0\n', "mqtt.port: must be >= 1 (got 0)"),
+    ('[mqtt]\ncommand_topic = "x"\n', "mqtt.command_topic: unknown key"),
+])
+def test_mqtt_config_errors_name_the_key(text: str, line: str) -> None:
+    from maskgate.config import parse_config
+    from maskgate.errors import ConfigFileError
+
+    with pytest.raises(ConfigFileError) as info:
+        parse_config(text)
+    assert any(p.startswith(line) for p in info.value.problems), info.value.problems
+
+
+def test_a_bad_tls_file_is_refused_with_its_key(tmp_path: Path) -> None:
+    from maskgate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mqtt.ca_file: cannot load CA certificates"):
+        MqttPublisher(mqtt_settings(1883, tls=True, ca_file=str(tmp_path / "missing.pem")))
+
+
+def test_paho_is_imported_only_when_mqtt_is_enabled() -> None:
+    code = ("import sys, maskgate.cli, maskgate.daemon, maskgate.mqtt; from maskgate.cli import build_parser; "
+            "build_parser(); print('paho' in ' '.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -15,8 +15,9 @@ its time is whatever ``fake-hwclock`` saved at the last shutdown, so event times
 4. ``ntpstat`` (ntpd): exit status 0 means yes, 1 means no.
 
 No answer from any source means False: not *known* to be set. The answer is cached for
-``ttl`` seconds (60 by default) on the monotonic clock: it is asked once per decision, not per
-frame, and a subprocess every minute at most is cheap.
+``ttl`` seconds (60 by default) on the monotonic clock. ``clock_synced()`` never makes its caller
+wait once it has answered once: a stale answer is returned while a background thread asks the
+sources again (``chronyc`` may take a moment), so the frame loop is never held up.
 """
 
 from __future__ import annotations
@@ -130,11 +131,14 @@ class ClockCheck:
     ``source`` is the name of the source that gave the last answer (``none`` when none knew)."""
 
     def __init__(self, sources: Sequence[tuple[str, Source]] = DEFAULT_SOURCES, *, ttl: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, background: bool = False) -> None:
         self.sources = tuple(sources)
         self.ttl = ttl
+        self.background = background
+        """True: once there is an answer, refresh a stale one in a thread and return the old one."""
         self._monotonic = monotonic
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._checked_at: float | None = None
         self.synced: bool | None = None
         self.source = "none"
@@ -148,28 +152,44 @@ class ClockCheck:
     def check(self) -> bool:
         with self._lock:
             now = self._monotonic()
-            if self._checked_at is not None and self.synced is not None and now - self._checked_at < self.ttl:
-                return self.synced
-            synced, source = False, "none"
-            for name, fn in self.sources:
-                try:
-                    answer = fn()
-                except Exception:
-                    log.exception("clock source %s failed", name)
-                    answer = None
-                if answer is not None:
-                    synced, source = answer, name
-                    break
+            if self._checked_at is not None and self.synced is not None:
+                if now - self._checked_at < self.ttl:
+                    return self.synced
+                if self.background:
+                    if self._refreshing.acquire(blocking=False):
+                        threading.Thread(target=self._refresh, name="maskgate-clock", daemon=True).start()
+                    return self.synced
+        return self._ask()
+
+    def _refresh(self) -> None:
+        try:
+            self._ask()
+        finally:
+            self._refreshing.release()
+
+    def _ask(self) -> bool:
+        """Ask the sources (outside the lock: a subprocess may take a moment), then store."""
+        synced, source = False, "none"
+        for name, fn in self.sources:
+            try:
+                answer = fn()
+            except Exception:
+                log.exception("clock source %s failed", name)
+                answer = None
+            if answer is not None:
+                synced, source = answer, name
+                break
+        with self._lock:
             if synced != self.synced:
                 if synced:
                     log.info("wall clock is synchronised (source: %s)", source)
                 else:
                     log.warning("wall clock not known to be synchronised (source: %s); events say so", source)
-            self.synced, self.source, self._checked_at = synced, source, now
+            self.synced, self.source, self._checked_at = synced, source, self._monotonic()
             return synced
 
 
-_default = ClockCheck()
+_default = ClockCheck(background=True)
 
 
 def clock_synced() -> bool:

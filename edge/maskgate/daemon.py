@@ -18,9 +18,11 @@ from .config import Settings, load_config
 from .errors import ConfigFileError
 from .eventlog import EventLog, events_dir, read_events, summarise
 from .events import DecisionEvent, DecisionEvents, Observer
+from .mqtt import MqttPublisher
 from .outputs import Outputs
 from .pipeline import Pipeline, build_classifier, build_detector
 from .sdnotify import Notifier
+from .snapshots import SnapshotSaver, blur_detector
 from .sources import FrameSource, make_source
 from .stats import Stats
 
@@ -74,9 +76,11 @@ class Reporting:
     def __init__(self, settings: Settings, *, sinks: list[DecisionSink] | None = None,
                  clock_synced: Callable[[], bool] | None = None) -> None:
         self.event_log: EventLog | None = None
-        self.mqtt: Any = None
-        self.snapshots: Any = None
-        self.decisions = DecisionEvents(clock_synced=clock_synced or default_clock_synced)
+        self.mqtt: MqttPublisher | None = None
+        self.snapshots: SnapshotSaver | None = None
+        clock = clock_synced or default_clock_synced
+        clock()  # the first answer may run a subprocess (chronyc): before the frame loop, not in it
+        self.decisions = DecisionEvents(clock_synced=clock)
         self.observers: list[Observer] = [self.decisions]
         try:
             if settings.events.enabled:
@@ -84,15 +88,11 @@ class Reporting:
                 self.decisions.sinks.append(self.event_log)
                 log.info("event log: %s", self.event_log.path)
             if settings.mqtt.enabled:
-                from .mqtt import MqttPublisher
-
                 self.mqtt = MqttPublisher(settings.mqtt, timezone=settings.schedule.timezone,
                                           counts=self._today_counts(settings))
                 self.decisions.sinks.append(self.mqtt)
                 self.observers.append(self.mqtt.observe)
             if settings.snapshots.enabled:
-                from .snapshots import SnapshotSaver, blur_detector
-
                 detect = blur_detector(settings).detect if settings.snapshots.blur_faces else None
                 self.snapshots = SnapshotSaver(settings.snapshots, detect=detect)
                 self.observers.append(self.snapshots)
@@ -125,7 +125,8 @@ class Reporting:
             self.mqtt.start()
 
     def close(self) -> None:
-        for part in (self.mqtt, self.snapshots, self.event_log):
+        parts: tuple[MqttPublisher | SnapshotSaver | EventLog | None, ...] = (self.mqtt, self.snapshots, self.event_log)
+        for part in parts:
             if part is not None:
                 try:
                     part.close()

@@ -2,7 +2,7 @@
 buzzer, every face pixelated by default, kept within a retention limit (days and count).
 
 Faces to blur are the gate's own tracked faces plus a second, more sensitive YuNet pass over the
-whole frame (threshold 0.3, no minimum size, small frames searched at 2x), so people outside the
+whole frame (threshold 0.3, no minimum size, also searched at 2x), so people outside the
 doorway region and small faces in the background are blurred too. When blurring is on and that
 pass fails, the snapshot is not written. Retention is enforced by the daemon itself: when it starts,
 after each snapshot, and every 10 minutes.
