@@ -234,3 +234,23 @@ def test_a_stale_answer_is_refreshed_in_the_background_without_waiting() -> None
             break
         threading.Event().wait(0.05)
     assert check.synced is True and check.source == "slow"
+
+
+def test_demo_writes_an_event_log_only_when_asked(tmp_path: Path, faces_dir: Path, yunet_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from maskgate import cli
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    cfg = tmp_path / "maskgate.toml"
+    cfg.write_text(f'[detector]\nmodel = "{yunet_path}"\n[source]\nwidth = 480\nheight = 360\n')
+    args = ["demo", "--config", str(cfg), "--source", "synthetic", "--faces", str(faces_dir), "--fast",
+            "--visits", "3", "--seed", "1"]
+    assert cli.main(args) == 0
+    assert not state.exists()  # a demo's decisions are not the door's: no event log by default
+    assert cli.main([*args, "--event-log", str(tmp_path / "ev")]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if "->" in line]
+    records = read_events(tmp_path / "ev").records
+    assert printed and len(records) == len(printed) // 2  # two identical runs, one of them logged
+    assert not state.exists()
