@@ -246,7 +246,7 @@ def test_demo_writes_an_event_log_only_when_asked(tmp_path: Path, faces_dir: Pat
     cfg = tmp_path / "maskgate.toml"
     cfg.write_text(f'[detector]\nmodel = "{yunet_path}"\n[source]\nwidth = 480\nheight = 360\n')
     args = ["demo", "--config", str(cfg), "--source", "synthetic", "--faces", str(faces_dir), "--fast",
-            "--visits", "3", "--seed", "1"]
+            "--visits", "2", "--seed", "1"]
     assert cli.main(args) == 0
     assert not state.exists()  # a demo's decisions are not the door's: no event log by default
     assert cli.main([*args, "--event-log", str(tmp_path / "ev")]) == 0

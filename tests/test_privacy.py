@@ -170,3 +170,29 @@ def test_pixelate_removes_the_detail_of_every_face_found(scenes_dir: Path, yunet
         blurred = pixelate(img, [f.box for f in detector.detect(img)])
         for f in annotated(scenes_dir, name):
             assert detail(blurred, f.box) < 0.3 * detail(img, f.box), name
+
+
+def test_retention_is_enforced_periodically_while_running(tmp_path: Path) -> None:
+    """Between snapshots too: every ``prune_every`` seconds of the loop's life, old ones go."""
+    from maskgate.config import SnapshotSettings
+    from maskgate.decider import Decision
+    from maskgate.events import FrameResult
+    from maskgate.snapshots import SnapshotSaver
+
+    now, mono = [1_000_000.0], [0.0]
+    saver = SnapshotSaver(SnapshotSettings(enabled=True, blur_faces=False, keep_days=1.0, keep_count=10),
+                          tmp_path / "snaps", now=lambda: now[0], monotonic=lambda: mono[0], prune_every=600.0)
+    img = np.full((120, 160, 3), 90, np.uint8)
+    deny = FrameResult(7, now[0], (), Decision(0.0, "deny", "without_mask", (), "alarm"), {}, img)
+    saver(deny)
+    path = next((tmp_path / "snaps").glob("deny-*.jpg"))
+    os.utime(path, (now[0], now[0]))
+    idle = FrameResult(8, now[0], (), Decision(0.0, "idle"), {}, img)
+    now[0] += 2 * 86400  # two days later, and no deny since
+    mono[0] = 599.0
+    saver(idle)
+    assert path.exists()  # not yet time to look
+    mono[0] = 601.0
+    saver(idle)
+    assert not path.exists() and saver.removed == 1 and saver.saved == 1
+    assert "blur=False saved=1" in repr(saver)

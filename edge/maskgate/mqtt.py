@@ -112,7 +112,7 @@ def discovery_messages(settings: MqttSettings, *, version: str = __version__) ->
     out = {}
     for component, key, cfg in entities:
         out[f"{settings.discovery_prefix}/{component}/{node}/{key}/config"] = {
-            **cfg, "unique_id": f"{node}_{key}", "object_id": f"{node}_{key}", **common}
+            **cfg, "unique_id": f"{node}_{key}", **common}
     return out
 
 
