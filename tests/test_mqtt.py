@@ -95,10 +95,23 @@ class Broker:
 
 
 @pytest.fixture()
-def broker(tmp_path: Path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
+def brokers():
+    """Start brokers with ``brokers(root, **options)``; every one is stopped after the test, pass or fail."""
+    started: list[Broker] = []
+
+    def make(root: Path, **kw: Any) -> Broker:
+        b = Broker(root, **kw)
+        started.append(b)
+        return b.start()
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture()
+def broker(tmp_path: Path, brokers: Callable[..., Broker]) -> Broker:
+    return brokers(tmp_path / "broker")
 
 
 class Listener:
@@ -206,8 +219,9 @@ def test_gate_publishes_decisions_state_counts_and_discovery(tmp_path: Path, bro
 
 
 def test_username_and_password_from_the_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
-    b = Broker(tmp_path / "broker", users={"gate": "s3cret pass", "reader": "r"}).start()
+                                                           caplog: pytest.LogCaptureFixture,
+                                                           brokers: Callable[..., Broker]) -> None:
+    b = brokers(tmp_path / "broker", users={"gate": "s3cret pass", "reader": "r"})
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "maskgate-mqtt-password").write_text("s3cret pass\n")
@@ -250,9 +264,10 @@ def make_certs(d: Path) -> dict[str, Path]:
     return {"ca": d / "ca.crt", "cert": d / "server.crt", "key": d / "server.key"}
 
 
-def test_tls_checks_the_broker_certificate_and_host_name(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_tls_checks_the_broker_certificate_and_host_name(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        brokers: Callable[..., Broker]) -> None:
     certs = make_certs(tmp_path / "certs")
-    b = Broker(tmp_path / "broker", tls=certs).start()
+    b = brokers(tmp_path / "broker", tls=certs)
     base = dict(tls=True, ca_file=str(certs["ca"]))
     good = MqttPublisher(dataclasses.replace(mqtt_settings(b.port, **base), host="localhost")).start()
     wrong_name = MqttPublisher(mqtt_settings(b.port, **base, client_id="maskgate-n")).start()  # 127.0.0.1
@@ -293,9 +308,9 @@ class Stoppable:
         self.inner.close()
 
 
-def test_a_broker_restart_never_slows_the_gate_and_messages_resume(tmp_path: Path, faces_dir: Path,
-                                                                  yunet_path: Path) -> None:
-    b = Broker(tmp_path / "broker").start()
+def test_a_broker_restart_never_slows_the_gate_and_messages_resume(tmp_path: Path, faces_dir: Path, yunet_path: Path,
+                                                                  brokers: Callable[..., Broker]) -> None:
+    b = brokers(tmp_path / "broker")
     listener = Listener(b.port)
     s = gate_settings(tmp_path, yunet_path, mqtt_settings(b.port))
     src = Stoppable(door(faces_dir, [["with_mask"], ["without_mask"], ["incorrect_mask"]], loop=True,
