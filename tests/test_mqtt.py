@@ -124,12 +124,15 @@ class Listener:
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.name)
         if auth:
             c.username_pw_set(*auth)
+        self.subscribed = threading.Event()
         c.on_connect = lambda cl, _u, _f, rc, _p: cl.subscribe(topic, qos=1) if not rc.is_failure else None
+        c.on_subscribe = lambda *_: self.subscribed.set()
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 1)
         c.connect_async("127.0.0.1", port, keepalive=10)
         c.loop_start()
         self.client = c
+        assert self.subscribed.wait(20), "the listener could not subscribe"
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         with self._cond:
@@ -233,9 +236,11 @@ def test_username_and_password_from_the_systemd_credential(tmp_path: Path, monke
         assert good.connected.wait(15)
         good(DecisionEvent(time.time(), "deny", "without_mask", 0.97, 1, 7, "enforce", True))
         listener.wait_for(lambda t, p, _r: t == "maskgate/event" and json.loads(p)["track"] == 7)
-        time.sleep(1.5)
-        assert not bad.connected.is_set()
+        end = time.monotonic() + 20
+        while "refused the connection: Not authorized" not in caplog.text and time.monotonic() < end:
+            time.sleep(0.1)
         assert "refused the connection: Not authorized" in caplog.text
+        assert not bad.connected.is_set()
         assert "connected" in repr(good) and "disconnected" in repr(bad)
     finally:
         good.close()
@@ -327,9 +332,11 @@ def test_a_broker_restart_never_slows_the_gate_and_messages_resume(tmp_path: Pat
     try:
         listener.wait_for(lambda t, p, _r: t == "maskgate/availability" and p == "online")
         listener.wait_for(lambda t, _p, _r: t == "maskgate/event")
+        f_, t_ = stats.frames, time.monotonic()
+        time.sleep(3.0)
+        f0, t0 = stats.frames, time.monotonic()
         before = len(seen)
         b.stop()  # the broker goes away
-        f0, t0 = stats.frames, time.monotonic()
         time.sleep(4.0)
         f1, t1 = stats.frames, time.monotonic()
         during = len(seen)
@@ -347,14 +354,16 @@ def test_a_broker_restart_never_slows_the_gate_and_messages_resume(tmp_path: Pat
         src.stop.set()
         gate.join(30)
     assert result.get("rc") == 0
-    # the loop kept its pace while the broker was away (a 10 fps door; a generous bound on a busy machine)
-    rate = (f1 - f0) / (t1 - t0)
-    assert rate >= 5.0, rate
+    # the loop kept its pace while the broker was away: frames/s against the seconds just before, same run
+    # (a 10 fps door; a generous bound, as other work shares this machine)
+    rate_up, rate_down = (f0 - f_) / (t0 - t_), (f1 - f0) / (t1 - t0)
+    assert rate_down >= 0.6 * rate_up and rate_down > 0, (rate_up, rate_down)
     # decisions made while the broker was away were kept and delivered once it was back
     got = [json.loads(p) for p in listener.on("maskgate/event")]
     assert during > before, "no decision while the broker was away"
     assert all(e.to_json() in got for e in seen[:during])
-    assert listener.on("maskgate/availability")[-1] == "offline"
+    # and the clean shutdown said so (delivered to the listener a moment after the broker acknowledged it)
+    listener.wait_for(lambda t, p, _r: t == "maskgate/availability" and p == "offline", start=mark)
     listener.close()
     b.stop()
 

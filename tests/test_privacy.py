@@ -28,7 +28,7 @@ from maskgate.snapshots import blur_detector, pixelate
 # chosen once by replaying each scene. A blank frame between two scenes (held 1 s, longer than the
 # 1 s track timeout) makes each scene a new person, as at a real door; without it the tracker
 # would follow one face from photo to photo and the cooldown would hold back the next deny.
-DENY_SCENES = ["maksssksksss125", "maksssksksss172", "maksssksksss48", "maksssksksss544"]
+DENY_SCENES = ["maksssksksss125", "maksssksksss172", "maksssksksss48", "maksssksksss544", "maksssksksss757"]
 ALLOW_SCENE = "maksssksksss146"
 FPS, HOLD = 6, 6
 
