@@ -59,6 +59,8 @@ def _yunet_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         target.write_bytes(src.read_bytes())
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    # `maskgate run` writes its event log to the state directory: never the real one in a test
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

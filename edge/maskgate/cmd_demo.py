@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", default=None, metavar="FILE|-", help="one JSON line per processed frame")
     p.add_argument("--save-annotated", type=Path, default=None, metavar="DIR",
                    help="write every processed frame with boxes and the decision")
+    p.add_argument("--event-log", type=Path, default=None, metavar="DIR",
+                   help="write the decision event log ([events] of the config) to DIR; off by default "
+                        "(a demo's decisions are not the door's)")
+    p.add_argument("--mqtt", action="store_true",
+                   help="publish to MQTT as [mqtt] of the config says (off by default in a demo)")
+    p.add_argument("--snapshots", type=Path, default=None, metavar="DIR",
+                   help="snapshot-on-deny into DIR ([snapshots] of the config: blur, retention); off by default")
     p.add_argument("--faces", type=Path, default=None,
                    help="synthetic: face crops folder (with_mask/, without_mask/, incorrect_mask/)")
     p.add_argument("--people", type=int, default=None, help="synthetic: at most this many people at once (1-8)")
@@ -67,8 +74,16 @@ def run(args: argparse.Namespace) -> int:
     if args.faces is not None:
         changes["faces"] = str(args.faces)
     src = dataclasses.replace(src, **changes)  # type: ignore[arg-type]
-    settings = dataclasses.replace(settings, source=src,
-                                   outputs=dataclasses.replace(settings.outputs, pin_factory="mock"))
+    settings = dataclasses.replace(
+        settings, source=src, outputs=dataclasses.replace(settings.outputs, pin_factory="mock"),
+        # a demo reports only what it is asked to: its decisions are not the door's
+        events=dataclasses.replace(settings.events, enabled=args.event_log is not None,
+                                   dir=str(args.event_log or settings.events.dir)),
+        mqtt=dataclasses.replace(settings.mqtt, enabled=args.mqtt and settings.mqtt.enabled),
+        snapshots=dataclasses.replace(settings.snapshots, enabled=args.snapshots is not None,
+                                      dir=str(args.snapshots or settings.snapshots.dir)))
+    if args.mqtt and not settings.mqtt.enabled:
+        log.warning("--mqtt: [mqtt] enabled = false in the config; not publishing")
     if args.http is not None:
         host, port = args.http
         settings = dataclasses.replace(settings, http=dataclasses.replace(

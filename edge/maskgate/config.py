@@ -81,6 +81,16 @@ def _days(v: tuple[str, ...]) -> str | None:
     return f"unknown day(s) {bad}; use {', '.join(DAYS)}" if bad else None
 
 
+def _size(v: int) -> str | None:
+    return None if v >= 4096 else "must be at least 4096 bytes"
+
+
+def _topic(v: str) -> str | None:
+    if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#\0"):
+        return "must be a non-empty MQTT topic without wildcards (+, #) or a leading/trailing '/'"
+    return None
+
+
 def _roi(v: tuple[float, ...]) -> str | None:
     if len(v) != 4:
         return "must be [x0, y0, x1, y1]"
@@ -242,6 +252,68 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """The event log: one JSON line per decision (allow, deny, fault start) in the state directory.
+    No images, no boxes: time, outcome, reason, confidence, face count and a per-run track number."""
+
+    enabled: bool = _opt(True, "write the event log (`maskgate run` only; `maskgate demo` writes one "
+                               "only with --event-log DIR)")
+    dir: str = _opt("", "event log folder; empty: $STATE_DIRECTORY/events under systemd "
+                        "(/var/lib/maskgate/events), else $XDG_STATE_HOME/maskgate/events "
+                        "(~/.local/state/maskgate/events)")
+    max_bytes: int = _opt(1_048_576, "rotate the current file (events.jsonl) when it would grow past this "
+                                     "size in bytes", _size)
+    max_total_bytes: int = _opt(10_485_760, "delete the oldest rotated files while all event files together "
+                                            "exceed this size in bytes", _size)
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """Snapshot-on-deny (off by default): a JPEG of the frame that sounded the buzzer, faces blurred.
+    These are images of people: enable only when your privacy notice says so."""
+
+    enabled: bool = _opt(False, "keep a JPEG of each deny frame (personal data: see the privacy notice)")
+    dir: str = _opt("", "snapshot folder; empty: 'snapshots' in the state directory "
+                        "($STATE_DIRECTORY, else $XDG_STATE_HOME/maskgate)")
+    blur_faces: bool = _opt(True, "blur every face found in the frame before saving; false keeps faces "
+                                  "recognisable (a warning is logged at start)")
+    keep_days: float = _opt(7.0, "delete snapshots older than this many days (checked at start and every "
+                                 "10 minutes)", _range(0.0, 3650.0, lo_open=True))
+    keep_count: int = _opt(100, "keep at most this many snapshots (the oldest go first)", _range(1, 100_000))
+    quality: int = _opt(80, "JPEG quality", _range(10, 100))
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """MQTT (off by default): availability with a last will, one message per decision, state and
+    today's counts, Home Assistant discovery. Publishes only: subscribes to nothing, no command
+    topic, nothing can open the door through it."""
+
+    enabled: bool = _opt(False, "connect to an MQTT broker and publish")
+    host: str = _opt("localhost", "broker host name or address")
+    port: int = _opt(1883, "broker port (usually 1883, or 8883 with TLS)", _range(1, 65535))
+    username: str = _opt("", "user name; empty: connect without one")
+    password: str = _opt("", "password; empty: read $CREDENTIALS_DIRECTORY/maskgate-mqtt-password (systemd "
+                             "LoadCredential=) when it exists. Prefer the credential: this file is "
+                             "readable by the maskgate group")
+    tls: bool = _opt(False, "connect with TLS")
+    ca_file: str = _opt("", "TLS: CA certificate file (PEM); empty: the system's trusted CAs")
+    cert_file: str = _opt("", "TLS: client certificate (PEM), with key_file")
+    key_file: str = _opt("", "TLS: client private key (PEM), with cert_file")
+    tls_insecure: bool = _opt(False, "TLS: do not check the broker's host name against its certificate "
+                                     "(unsafe; a warning is logged)")
+    topic_prefix: str = _opt("maskgate", "topics: PREFIX/availability, PREFIX/event, PREFIX/state, "
+                                         "PREFIX/counts", _topic)
+    client_id: str = _opt("", "MQTT client id and Home Assistant device id; empty: maskgate-HOSTNAME")
+    discovery: bool = _opt(True, "publish Home Assistant discovery so the door shows up as entities")
+    discovery_prefix: str = _opt("homeassistant", "Home Assistant discovery prefix", _topic)
+    keepalive: int = _opt(30, "seconds between keep-alive pings; the broker sends the last will "
+                              "('offline') after 1.5 times this without a word", _range(5, 3600))
+    queue_size: int = _opt(1000, "messages waiting while the broker is away; more are dropped and counted",
+                           _range(10, 1_000_000))
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration."""
 
@@ -252,6 +324,9 @@ class Settings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings, metadata={"doc": "schedule"})
     outputs: OutputSettings = field(default_factory=OutputSettings, metadata={"doc": "outputs"})
     http: HttpSettings = field(default_factory=HttpSettings, metadata={"doc": "status page and API"})
+    events: EventSettings = field(default_factory=EventSettings, metadata={"doc": "event log"})
+    snapshots: SnapshotSettings = field(default_factory=SnapshotSettings, metadata={"doc": "snapshot-on-deny"})
+    mqtt: MqttSettings = field(default_factory=MqttSettings, metadata={"doc": "MQTT"})
 
 
 def _type_name(tp: Any) -> str:
@@ -341,6 +416,18 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         if pin in seen:
             problems.append(f"outputs.pins.{name}: pin already used by outputs.pins.{seen[pin]} (got {pin})")
         seen[pin] = name
+    if s.events.max_total_bytes < s.events.max_bytes:
+        problems.append(f"events.max_total_bytes: must be at least events.max_bytes ({s.events.max_bytes}) "
+                        f"(got {s.events.max_total_bytes})")
+    m = s.mqtt
+    if bool(m.cert_file) != bool(m.key_file):
+        problems.append(f"mqtt.{'key_file' if m.cert_file else 'cert_file'}: a client certificate needs both "
+                        f"mqtt.cert_file and mqtt.key_file (got '')")
+    if not m.tls:
+        for key in ("ca_file", "cert_file", "key_file", "tls_insecure"):
+            if getattr(m, key):
+                problems.append(f"mqtt.{key}: only used with mqtt.tls = true; set tls = true or remove it "
+                                f"(got {_fmt(getattr(m, key))})")
     if s.source.type == "replay" and not s.source.device:
         problems.append("source.device: a replay source needs a folder or video file (got '')")
 

@@ -13,13 +13,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .clock import clock_synced as default_clock_synced
 from .config import Settings, load_config
 from .errors import ConfigFileError
-from .events import Observer
+from .eventlog import EventLog, events_dir, read_events, summarise
+from .events import DecisionEvent, DecisionEvents, Observer
 from .httpd import HttpServer, start_http
+from .mqtt import MqttPublisher
 from .outputs import Outputs
 from .pipeline import Pipeline, build_classifier, build_detector
 from .sdnotify import Notifier
+from .snapshots import SnapshotSaver, blur_detector
 from .sources import FrameSource, make_source
 from .stats import Stats
 
@@ -61,11 +65,82 @@ def reloader_for(path: Path | None) -> Callable[[], Settings]:
     return reload
 
 
+DecisionSink = Callable[[DecisionEvent], None]
+
+
+class Reporting:
+    """What the gate reports besides its outputs, built from ``[events]``, ``[mqtt]`` and
+    ``[snapshots]``: one DecisionEvents observer whose sinks are the event log, MQTT and any extra
+    sinks (a status page's ring buffer), plus the frame observers MQTT and snapshots need.
+    ``close()`` says ``offline`` on MQTT and closes the files; safe twice."""
+
+    def __init__(self, settings: Settings, *, sinks: list[DecisionSink] | None = None,
+                 clock_synced: Callable[[], bool] | None = None) -> None:
+        self.event_log: EventLog | None = None
+        self.mqtt: MqttPublisher | None = None
+        self.snapshots: SnapshotSaver | None = None
+        clock = clock_synced or default_clock_synced
+        clock()  # the first answer may run a subprocess (chronyc): before the frame loop, not in it
+        self.decisions = DecisionEvents(clock_synced=clock)
+        self.observers: list[Observer] = [self.decisions]
+        try:
+            if settings.events.enabled:
+                self.event_log = EventLog.from_settings(settings.events)
+                self.decisions.sinks.append(self.event_log)
+                log.info("event log: %s", self.event_log.path)
+            if settings.mqtt.enabled:
+                self.mqtt = MqttPublisher(settings.mqtt, timezone=settings.schedule.timezone,
+                                          counts=self._today_counts(settings))
+                self.decisions.sinks.append(self.mqtt)
+                self.observers.append(self.mqtt.observe)
+            if settings.snapshots.enabled:
+                detect = blur_detector(settings).detect if settings.snapshots.blur_faces else None
+                self.snapshots = SnapshotSaver(settings.snapshots, detect=detect)
+                self.observers.append(self.snapshots)
+                log.warning("snapshot-on-deny is on: deny frames are kept in %s (faces %s)",
+                            self.snapshots.directory, "blurred" if settings.snapshots.blur_faces else "NOT blurred")
+            self.decisions.sinks.extend(sinks or [])
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<Reporting {self.decisions!r} log={self.event_log!r} mqtt={self.mqtt!r} snapshots={self.snapshots!r}>"
+
+    @property
+    def keep_images(self) -> bool:
+        return self.snapshots is not None
+
+    @staticmethod
+    def _today_counts(settings: Settings) -> dict[str, int]:
+        """Today's counts from the event log, so MQTT's counts survive a restart."""
+        if not settings.events.enabled:
+            return {}
+        from zoneinfo import ZoneInfo
+
+        found = read_events(events_dir(settings.events))
+        return dict(summarise(found.records, ZoneInfo(settings.schedule.timezone))["today_counts"])
+
+    def start(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.start()
+
+    def close(self) -> None:
+        parts: tuple[MqttPublisher | SnapshotSaver | EventLog | None, ...] = (self.mqtt, self.snapshots, self.event_log)
+        for part in parts:
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:
+                    log.exception("closing %r failed", part)
+
+
 def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory: Any = None,
              source: FrameSource | None = None, observers: list[Observer] | None = None,
              on_alive: Callable[[], None] | None = None, max_frames: int | None = None,
              realtime: bool = True, visits: int | None = None, keep_images: bool = False,
              stats: Stats | None = None, notifier: Notifier | None = None,
+             decision_sinks: list[DecisionSink] | None = None,
              clock_synced: Callable[[], bool] | None = None,
              on_http: Callable[[HttpServer], None] | None = None) -> int:
     """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed.
@@ -75,27 +150,37 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
     STOPPING=1 on the way out.
 
     With ``[http] enabled``, the HTTP server starts right after the outputs (a busy port or a missing
-    token fails the start before models load) and is handed to ``on_http``; ``clock_synced`` tells
-    its status page whether the wall clock is set.
+    token fails the start before models load) and is handed to ``on_http``. Decisions go to the
+    event log, MQTT and snapshots as ``settings`` says (see ``Reporting``), to the status page, and
+    to ``decision_sinks``; ``clock_synced`` (default ``maskgate.clock.clock_synced``) stamps them
+    and tells the status page whether the wall clock is set.
     """
     outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
     src: FrameSource | None = None
     http: HttpServer | None = None
+    reporting: Reporting | None = None
     stats = stats if stats is not None else Stats()
+    clock = clock_synced or default_clock_synced
     try:
+        sinks = list(decision_sinks or [])
         if settings.http.enabled:
-            http = start_http(settings, stats, clock_synced=clock_synced)
+            http = start_http(settings, stats, clock_synced=clock)
+            sinks += http.board.decision_sinks()
             if on_http is not None:
                 on_http(http)
         detector = build_detector(settings)
         classifier = build_classifier(settings)
+        reporting = Reporting(settings, sinks=sinks, clock_synced=clock)
+        observers = [*reporting.observers, *(observers or [])]
+        keep_images = keep_images or reporting.keep_images
         src = source or make_source(settings.source, realtime=realtime, visits=visits)
         src.open()
+        reporting.start()
         if notifier is not None:
             on_alive = _watchdog_feed(notifier, on_alive)
         reloader = reloader_for(config_path)
         if http is not None:
-            observers = [*(observers or []), *http.board.observers()]
+            observers = [*observers, http.board]
             keep_images = keep_images or http.board.keep_images
             reloader = http.board.watch_reloads(reloader)
         pipeline = Pipeline(settings, src, detector, classifier, outputs, stats=stats, observers=observers,
@@ -114,6 +199,8 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
         outputs.close()
         if notifier is not None:
             notifier.stopping()
+        if reporting is not None:
+            reporting.close()
         if src is not None:
             src.close()
         if http is not None:

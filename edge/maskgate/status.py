@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import HttpSettings, Settings
 from .errors import ConfigError, ConfigFileError
-from .events import DecisionEvents, FrameResult
+from .events import DecisionEvent, DecisionEvents, FrameResult
 from .recent import RecentEvents
 from .stats import Stats
 
@@ -79,10 +79,15 @@ class StatusBoard:
         if result.image is not None:
             self._latest_image = result
 
+    def decision_sinks(self) -> list[Callable[[DecisionEvent], None]]:
+        """Where decisions go for this board: the recent-events ring buffer and the outcome counters
+        of ``/metrics`` (the daemon adds them to its one DecisionEvents observer)."""
+        return [self.recent, self.stats.outcome]
+
     def observers(self) -> list[Callable[[FrameResult], None]]:
-        """What the pipeline should call per frame: this board, and a DecisionEvents recorder feeding
-        the recent-events ring buffer and the outcome counters of ``/metrics``."""
-        return [self, DecisionEvents([self.recent, self.stats.outcome], clock_synced=self.clock_synced)]
+        """What a pipeline without the daemon's reporting should call per frame: this board, and a
+        DecisionEvents recorder feeding ``decision_sinks()``."""
+        return [self, DecisionEvents(self.decision_sinks(), clock_synced=self.clock_synced)]
 
     def watch_reloads(self, reloader: Callable[[], Settings]) -> Callable[[], Settings]:
         """Wrap the daemon's reloader so the page shows a failed reload's problems (and clears them
