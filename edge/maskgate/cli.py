@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "maskgate.cmd_run",
     "maskgate.cmd_demo",
     "maskgate.cmd_check",
+    "maskgate.cmd_bench",
 )
 
 
