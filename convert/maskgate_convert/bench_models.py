@@ -90,16 +90,20 @@ def write_bench_models(out: Path, names: list[str] | None = None, run: Path | No
         raise ValueError(f"unknown bench model(s) {unknown}; choose from {[m.name for m in BENCH_MODELS]}")
     out.mkdir(parents=True, exist_ok=True)
     entries = []
+    built: dict[str, Any] = {}
     for m in chosen:
         t0 = time.perf_counter()
         arch = ARCHS[m.arch]
         trained = run is not None and m.arch == "default"
-        if trained:
-            assert run is not None
-            model = _trained_model(run, m.arch)
-        else:
-            keras.utils.set_random_seed(seed)
-            model = build_model(arch)
+        model = built.get(m.arch)
+        if model is None:
+            if trained:
+                assert run is not None
+                model = _trained_model(run, m.arch)
+            else:
+                keras.utils.set_random_seed(seed)
+                model = build_model(arch)
+            built = {m.arch: model}  # models come grouped by architecture: keep one at a time
         if m.dtype == "int8":
             flat = to_int8(model, _representative(arch.spec.shape, 8, seed))
         else:
@@ -118,7 +122,6 @@ def write_bench_models(out: Path, names: list[str] | None = None, run: Path | No
             "multiply_adds": multiply_adds(model),
         })
         log.info("bench model %s: %d bytes in %.1f s", m.name, path.stat().st_size, time.perf_counter() - t0)
-        keras.backend.clear_session()
     index = {
         "kind": INDEX_KIND, "schema_version": INDEX_VERSION, "created_by": "maskgate-convert bench-models",
         "note": "Read by `maskgate bench --compare --models DIR`. Each NAME/ folder is a bundle the device "

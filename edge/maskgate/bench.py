@@ -4,7 +4,7 @@ The main process builds the frames once (JPEG-encoded in memory) and runs every 
 own worker process (:mod:`maskgate.bench_worker`) on the same frames, one after another, so each
 pipeline's peak memory is its own and no two measurements share the CPU. Workers return raw
 per-frame times; this module summarises them into the report below (its dataclasses are the
-``--json`` schema: every field carries its description, see :func:`schema_rows`).
+``--json`` schema: every field carries its description, see :func:`schema_objects`).
 
 Nothing here asserts a speed: the numbers are measurements of this machine, in this run.
 """
@@ -111,7 +111,7 @@ class PipelineResult:
     threads: int = _doc("TFLite interpreter threads, also OpenCV's thread count (YuNet, Haar)")
     frames: int = _doc("measured frames (after the warm-up)")
     fps: float = _doc("frames per second = 1000 / frame_ms.median_ms")
-    frame_ms: Spread = _doc("whole-pipeline time per frame: decode to outputs", factory=Spread)
+    frame_ms: Spread = _doc("whole-pipeline time per frame: decode to outputs")
     stages: dict[str, StageResult] = _doc(
         "per stage: decode (JPEG), detect, preprocess (crop, resize, colour), classify, decide (tracker and "
         "decider), output (gpiozero mock pins), other (loop overhead: orientation, events)", factory=dict)
@@ -139,7 +139,7 @@ class ScalingRow:
     people: int = _doc("people in every measured frame")
     width: int = _doc("frame width, pixels")
     height: int = _doc("frame height, pixels")
-    result: PipelineResult = _doc("the measurement", factory=PipelineResult)
+    result: PipelineResult = _doc("the measurement")
 
 
 @dataclass
@@ -193,7 +193,7 @@ class FramesInfo:
 
 @dataclass(kw_only=True)
 class BenchReport:
-    """``maskgate bench --json``."""
+    """The top level of `maskgate bench --json`."""
 
     schema_version: int = _doc("this schema's version")
     command: str = _doc("the command line")
@@ -202,14 +202,14 @@ class BenchReport:
                        "median frame time counts")
     config: str = _doc("configuration file measured, or 'built-in defaults'")
     camera_fps: float = _doc("the camera rate the verdict is judged against")
-    machine: Machine = _doc("where", factory=Machine)
-    frames: FramesInfo = _doc("on what", factory=FramesInfo)
+    machine: Machine = _doc("where")
+    frames: FramesInfo = _doc("on what")
     threads: list[PipelineResult] = _doc("the configured gate at 1..N threads; threads[0] (1 thread) is "
                                          "maskgate's default that every ratio refers to", factory=list)
     tuning: list[PipelineResult] = _doc("the configured gate with one change each (1 thread): doorway ROI, "
                                         "detector.max_side 320, detector.every 2, all three", factory=list)
     scaling: list[ScalingRow] = _doc("cost against people in view and frame size", factory=list)
-    scaling_note: str = _doc("why scaling is empty, if it is")
+    scaling_note: str = _doc("why scaling is empty, if it is", "")
     compare: list[PipelineResult] = _doc("--compare: the alternatives, 1 thread, same frames", factory=list)
     compare_missing: list[Missing] = _doc("--compare: alternatives that could not run", factory=list)
     verdict: list[str] = _doc("plain sentences: does it keep up, how it compares", factory=list)
@@ -219,19 +219,26 @@ class BenchReport:
         return dataclasses.asdict(self)
 
 
-def schema_rows(cls: type = BenchReport, prefix: str = "") -> list[tuple[str, str, str]]:
-    """Every field of the JSON output as (path, type, description), for the README and its test."""
-    rows: list[tuple[str, str, str]] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        path = f"{prefix}{f.name}"
-        tp = hints[f.name]
-        inner = _dataclass_in(tp)
-        rows.append((path, _type_label(tp), str(f.metadata.get("doc", ""))))
-        if inner is not None:
-            sep = "[]." if typing.get_origin(tp) is list else ".STAGE." if typing.get_origin(tp) is dict else "."
-            rows.extend(schema_rows(inner, path + sep))
-    return rows
+def schema_objects(root: type = BenchReport) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """Every object of the JSON output once, as (name, description, [(field, type, description)]), for the
+    README and its test; a field whose type names another object refers to that object's table."""
+    out: list[tuple[str, str, list[tuple[str, str, str]]]] = []
+    todo, seen = [root], set()
+    while todo:
+        cls = todo.pop(0)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            rows.append((f.name, _type_label(tp), str(f.metadata.get("doc", ""))))
+            inner = _dataclass_in(tp)
+            if inner is not None:
+                todo.append(inner)
+        out.append((cls.__name__, (cls.__doc__ or "").strip().splitlines()[0], rows))
+    return out
 
 
 def _dataclass_in(tp: Any) -> type | None:
@@ -254,7 +261,7 @@ def _type_label(tp: Any) -> str:
     if args and type(None) in args:
         return " or ".join(_type_label(a) for a in args if a is not type(None)) + " or null"
     if dataclasses.is_dataclass(tp):
-        return "object"
+        return typing.cast(type, tp).__name__
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, "any")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .bench import DOORWAY_ROI, BenchReport, PipelineResult, ScalingRow, Suggestion, schema_rows
+from .bench import DOORWAY_ROI, BenchReport, PipelineResult, ScalingRow, Suggestion, schema_objects
 from .config import Settings
 
 HEADROOM = 2.0
@@ -258,8 +258,10 @@ def _toml(v: Any) -> str:
 
 
 def schema_markdown() -> str:
-    """The ``--json`` fields as a Markdown table (kept in the README by a test)."""
-    lines = ["| field | type | meaning |", "| --- | --- | --- |"]
-    for path, tp, doc in schema_rows():
-        lines.append(f"| `{path}` | {tp} | {doc} |")
-    return "\n".join(lines)
+    """The ``--json`` fields, one table per object (kept in the README by a test)."""
+    lines = []
+    for name, doc, rows in schema_objects():
+        lines += [f"`{name}`: {doc}", "", "| field | type | meaning |", "| --- | --- | --- |"]
+        lines += [f"| `{field}` | {tp} | {desc} |" for field, tp, desc in rows]
+        lines.append("")
+    return "\n".join(lines).rstrip()

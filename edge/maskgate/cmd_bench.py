@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             raise SourceError(f"{faces}: the synthetic door needs labelled face crops (with_mask/, without_mask/, "
                               "incorrect_mask/): pass --faces DIR (e.g. a copy of shared/data/faces), or measure "
                               "on your own door photos with --frames DIR")
-        frames = synthetic_frames(faces, held, visits=3 if quick else 6, fps=2.0 if quick else 10.0,
+        frames = synthetic_frames(faces, held, visits=3 if quick else 6, fps=1.0 if quick else 10.0,
                                   warmup=3 if quick else 10, seed=args.seed)
     plan = BenchPlan(settings=settings, config=str(path) if path else "built-in defaults", frames=frames,
                      threads=_thread_counts(n), camera_fps=camera_fps, quick=quick, rounds=args.rounds,
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     elif not have_faces:
         plan.scaling_note = f"{faces}: no face crops for the synthetic door (--faces DIR)"
     else:
-        count, warm = (6, 2) if quick else (60, 5)
+        count, warm = (4, 1) if quick else (60, 5)
         plan.scaling = lambda people, w, h: crowd_frames(faces, held, people, width=w, height=h, count=count,
                                                          warmup=warm, seed=args.seed)
     if args.compare:
