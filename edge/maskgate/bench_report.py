@@ -122,8 +122,9 @@ def suggestions(report: BenchReport, s: Settings) -> list[Suggestion]:
                               f"({best.fps:.0f} vs {base.fps:.0f})"))
         chosen = best
     else:
-        out.append(Suggestion("classifier.threads", 1,
-                              f"more threads add at most {best.fps / base.fps - 1:+.0%} frames/s"))
+        others = ", ".join(f"{r.threads} threads {r.fps / base.fps - 1:+.0%}" for r in report.threads[1:])
+        out.append(Suggestion("classifier.threads", 1, f"more threads did not pay: frames/s against 1 thread: "
+                                                       f"{others or 'only 1 thread measured'}"))
         chosen = base
     slow = not keeps_up(chosen, interval)
     # Tuning rows were measured with 1 thread; scale them by what the chosen thread count gained.

@@ -148,8 +148,18 @@ def _version(dist: str) -> str:
         return ""
 
 
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+def _rss_mb(key: str = "VmHWM") -> float:
+    """Resident memory of this process: ``VmHWM`` (peak) or ``VmRSS`` (now), MiB.
+
+    Read from /proc/self/status, which starts afresh at exec; ``ru_maxrss`` would carry over the
+    parent's peak from the fork. Elsewhere, ``ru_maxrss`` is the best there is.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -158,7 +168,7 @@ def run_job(job: Job, warmup: Sequence[EncodedFrame], frames: Sequence[EncodedFr
     s = job.settings
     threads = s.classifier.threads
     cv2.setNumThreads(threads)
-    base_rss = _rss_mb()
+    base_rss = _rss_mb("VmRSS")
     classifier: CountingClassifier | None = None
     detector: Any = None
     if job.detector != "aizoo":
