@@ -105,7 +105,7 @@ def write_bench_models(out: Path, names: list[str] | None = None, run: Path | No
                 model = build_model(arch)
             built = {m.arch: model}  # models come grouped by architecture: keep one at a time
         if m.dtype == "int8":
-            flat = to_int8(model, _representative(arch.spec.shape, 8, seed))
+            flat = to_int8(model, _representative(arch.spec.shape, 4, seed))
         else:
             flat = to_float(model)
         terms = f"weights from {run / 'model.keras'}" if trained and run else UNTRAINED

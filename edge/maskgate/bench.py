@@ -31,7 +31,7 @@ import numpy as np
 
 from .bench_frames import EncodedFrame, FrameSet
 from .bench_worker import Job
-from .config import Settings
+from .config import Settings, replace
 from .errors import MaskgateError
 from .scenes import iou
 from .sources import Frame
@@ -443,7 +443,6 @@ class BenchPlan:
     frames: FrameSet
     threads: list[int]
     camera_fps: float
-    tuning: bool = True
     scaling: Callable[[int, int, int], FrameSet] | None = None
     """Builds the synthetic frames for (people, width, height); None: no scaling (reason in scaling_note)."""
     scaling_note: str = ""
@@ -461,13 +460,12 @@ class BenchPlan:
 
 
 def with_changes(s: Settings, changes: dict[str, Any]) -> Settings:
-    """``s`` with dotted-key changes, e.g. ``{"detector.max_side": 320}``."""
+    """``s`` with dotted-key changes, e.g. ``{"detector.max_side": 320}`` (validated like a config file)."""
     sections: dict[str, dict[str, Any]] = {}
     for key, value in changes.items():
         sec, name = key.split(".")
         sections.setdefault(sec, {})[name] = value
-    return dataclasses.replace(s, **{sec: dataclasses.replace(getattr(s, sec), **vals)
-                                     for sec, vals in sections.items()})
+    return replace(s, **sections)
 
 
 def tuning_variants(s: Settings) -> list[tuple[str, dict[str, Any]]]:
@@ -544,7 +542,7 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] = _progress) -> Ben
                     f"maskgate as configured, {t} thread(s)", {"classifier.threads": t} if t != 1 else {})
                for t in plan.threads]
     tuning = [_Run(Job("tuning-" + "+".join(k.split(".")[1] for k in changes), with_changes(one, changes)), fs,
-                   desc, changes) for desc, changes in (tuning_variants(s) if plan.tuning else [])]
+                   desc, changes) for desc, changes in tuning_variants(s)]
     scaling: list[tuple[str, int, int, int, _Run]] = []
     if plan.scaling is not None:
         cache: dict[tuple[int, int, int], _Run] = {}
