@@ -110,7 +110,8 @@ def test_quick_json_is_complete_and_consistent(quick_compare: dict[str, Any]) ->
     rep = quick_compare
     assert set(rep) == {f.name for f in dataclasses.fields(BenchReport)}
     assert rep["schema_version"] == 1 and rep["quick"] and rep["rounds"] == 1
-    assert all(rep["machine"][f.name] not in ("", None) for f in dataclasses.fields(Machine))
+    assert all(rep["machine"][f.name] not in ("", None) for f in dataclasses.fields(Machine)
+               if not f.name.startswith("load_"))
     fr = rep["frames"]
     assert fr["kind"] == "synthetic" and fr["held_out"] and fr["labelled"] and fr["count"] > 10
     assert [r["threads"] for r in rep["threads"]] == [1, 2]
@@ -129,6 +130,8 @@ def test_quick_json_is_complete_and_consistent(quick_compare: dict[str, Any]) ->
     assert [(s["width"], s["height"]) for s in rep["scaling"] if s["axis"] == "size"] == \
         [(320, 240), (640, 480), (1280, 720)]
     assert rep["verdict"] and rep["verdict"][0].startswith("Quick run")
+    busy = max(rep["machine"]["load_start"], rep["machine"]["load_end"]) > rep["machine"]["cores"]
+    assert busy == any("busy with other work" in v for v in rep["verdict"])
     assert "classifier.threads" in {s["key"] for s in rep["suggestions"]}
 
 
@@ -241,7 +244,7 @@ def _result(median: float, p95: float, *, threads: int = 1, acc: float | None = 
 def _report(threads: list[PipelineResult], tuning: list[PipelineResult]) -> BenchReport:
     return BenchReport(schema_version=1, command="", quick=False, rounds=1, config="built-in defaults",
                        camera_fps=10.0, machine=Machine("aarch64", "Raspberry Pi 4", 4, 4000, "Linux", "3.11",
-                                                        "4.10", "1.26", "ai-edge-litert", "2", "cpu"),
+                                                        "4.10", "1.26", "ai-edge-litert", "2", "cpu", 0.5, 1.2),
                        frames=FramesInfo(kind="synthetic", description="", path="", count=100, warmup=10,
                                          sizes=["640x480"], labelled=True, held_out=True, encoding="jpeg"),
                        threads=threads, tuning=tuning)

@@ -174,6 +174,9 @@ class Machine:
     runtime: str = _doc("TFLite runtime in use")
     runtime_version: str = _doc("its version")
     delegate: str = _doc("cpu or edgetpu")
+    load_start: float | None = _doc("1-minute load average when the run started (other work competing for the "
+                                    "CPU makes every number slower and noisier)", None)
+    load_end: float | None = _doc("1-minute load average when it ended", None)
 
 
 @dataclass(kw_only=True)
@@ -381,11 +384,18 @@ def accuracy(frames: list[EncodedFrame], faces: list[list[Any]]) -> Accuracy | N
     return Accuracy(right, total, round(right / total, 4), basis)
 
 
-def machine_info(first: dict[str, Any]) -> Machine:
+def machine_info(base: PipelineResult, load_start: float | None) -> Machine:
     return Machine(machine=platform.machine(), cpu=cpu_model(), cores=os.cpu_count() or 1, memory_mb=_memory_mb(),
                    system=platform.platform(), python=platform.python_version(), opencv=cv2.__version__,
-                   numpy=np.__version__, runtime=first["runtime"], runtime_version=first["runtime_version"],
-                   delegate=first["delegate"])
+                   numpy=np.__version__, runtime=base.runtime, runtime_version=base.runtime_version,
+                   delegate=base.delegate, load_start=load_start, load_end=load_average())
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def cpu_model() -> str:
@@ -537,6 +547,7 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] = _progress) -> Ben
     s = plan.settings
     fs = plan.frames
     t_start = time.perf_counter()
+    load_start = load_average()
     one = with_changes(s, {"classifier.threads": 1})
     threads = [_Run(Job(f"maskgate-{t}t", with_changes(s, {"classifier.threads": t})), fs,
                     f"maskgate as configured, {t} thread(s)", {"classifier.threads": t} if t != 1 else {})
@@ -591,8 +602,7 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] = _progress) -> Ben
     report = BenchReport(
         schema_version=SCHEMA_VERSION, command=plan.command, quick=plan.quick, rounds=plan.rounds,
         config=plan.config, camera_fps=plan.camera_fps,
-        machine=machine_info({"runtime": base.runtime, "runtime_version": base.runtime_version,
-                              "delegate": base.delegate}),
+        machine=machine_info(base, load_start),
         frames=FramesInfo(kind=fs.kind, description=fs.description, path=fs.path, count=len(fs.frames),
                           warmup=len(fs.warmup), sizes=[f"{w}x{h}" for w, h in fs.sizes()], labelled=fs.labelled,
                           held_out=fs.held_out, encoding="JPEG quality 90 in memory, decoded per frame by each "

@@ -52,6 +52,10 @@ def verdict(report: BenchReport) -> list[str]:
     m = report.machine
     if report.quick:
         out.append("Quick run (few frames): the numbers are indicative only; run without --quick to quote them.")
+    load = max((v for v in (m.load_start, m.load_end) if v is not None), default=None)
+    if load is not None and load > m.cores:
+        out.append(f"The machine was busy with other work (load average up to {load:.1f} on {m.cores} cores): every "
+                   "number is slower and noisier than on an idle machine; rerun when it is idle, or with --rounds.")
     out.append(f"With 1 thread, this {m.machine} machine ({m.cpu}, {m.cores} cores) "
                + _keeping_up(base, report.camera_fps, interval) + ".")
     for r in report.threads[1:]:
@@ -195,6 +199,7 @@ def render_text(report: BenchReport) -> str:
     lines = [f"maskgate bench on {m.machine}: {m.cpu}, {m.cores} cores, {m.memory_mb or '?'} MiB; Python {m.python}, "
              f"OpenCV {m.opencv}, {m.runtime} {m.runtime_version} ({m.delegate})",
              f"frames: {f.description}; {f.count} measured after {f.warmup} warm-up, {f.encoding}",
+             f"load average {m.load_start} at the start, {m.load_end} at the end",
              f"config: {report.config}; camera {report.camera_fps:g} fps (a frame every "
              f"{_interval_ms(report):.0f} ms)", "",
              "Stages, maskgate as configured, 1 thread (ms; mean per frame counts 0 where a stage did not run):"]
