@@ -144,6 +144,8 @@ def test_quick_compare_has_every_alternative_on_the_same_frames(quick_compare: d
     for name, r in by.items():
         assert r["frames"] == base["frames"] and r["threads"] == 1
         assert math.isclose(r["vs_default"]["fps"], r["fps"] / base["fps"], abs_tol=0.002), name
+        assert math.isclose(r["vs_default"]["fastest_frame"], base["frame_ms"]["min_ms"] / r["frame_ms"]["min_ms"],
+                            abs_tol=0.002), name
         if name in MODELS:
             assert r["accuracy"] is None and r["accuracy_note"] == "n/a (speed only)" and not r["trained"]
             assert r["settings"]["classifier.model"].endswith(name)

@@ -67,7 +67,8 @@ def verdict(report: BenchReport) -> list[str]:
         for r in report.compare:
             assert r.vs_default is not None
             acc = "" if r.accuracy is None else f", {r.accuracy.value:.0%} right vs maskgate's {_acc(base)}"
-            parts.append(f"{r.name} {r.vs_default.fps:.2f}x the frames/s{acc}")
+            parts.append(f"{r.name} {r.vs_default.fps:.2f}x the frames/s (fastest frame "
+                         f"{r.vs_default.fastest_frame:.2f}x){acc}")
         out.append("On the same frames with 1 thread, against maskgate's default: " + "; ".join(parts) + ".")
     out.extend(_scaling_sentences(report.scaling))
     return out
@@ -189,6 +190,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  " + fmt.format(*header)] + ["  " + fmt.format(*r) for r in rows]
 
 
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -232,16 +237,15 @@ def render_text(report: BenchReport) -> str:
         lines += ["", f"Scaling: not measured ({report.scaling_note})."]
     if report.compare or report.compare_missing:
         lines += ["", "Compare (1 thread, same frames; ratios to maskgate's default):"]
-        rows = [["maskgate (default)", f"{base.fps:.1f}", "1.00", _ms(base.classify_ms_per_face), "1.00",
-                 f"{base.peak_rss_mb:.0f}", _acc(base)]]
+        rows = [["maskgate (default)", f"{base.fps:.1f}", "1.00", _ms(base.frame_ms.min_ms), "1.00",
+                 _ms(base.classify_ms_per_face), "1.00", f"{base.peak_rss_mb:.0f}", _acc(base)]]
         for r in report.compare:
             v = r.vs_default
             assert v is not None
-            rows.append([r.name, f"{r.fps:.1f}", f"{v.fps:.2f}", _ms(r.classify_ms_per_face),
-                         "-" if v.classify_per_face is None else f"{v.classify_per_face:.2f}", f"{r.peak_rss_mb:.0f}",
-                         _acc(r)])
-        lines += _table(["pipeline", "frames/s", "x fps", "classify ms/face", "x per face", "peak MiB", "accuracy"],
-                        rows)
+            rows.append([r.name, f"{r.fps:.1f}", f"{v.fps:.2f}", _ms(r.frame_ms.min_ms), f"{v.fastest_frame:.2f}",
+                         _ms(r.classify_ms_per_face), _ratio(v.classify_per_face), f"{r.peak_rss_mb:.0f}", _acc(r)])
+        lines += _table(["pipeline", "frames/s", "x fps", "fastest ms", "x fastest", "classify ms/face", "x per face",
+                         "peak MiB", "accuracy"], rows)
         for r in report.compare:
             lines.append(f"  {r.name}: {r.description}")
         for miss in report.compare_missing:
