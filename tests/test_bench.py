@@ -280,6 +280,23 @@ def test_slow_machine_gets_the_change_that_keeps_up_with_the_least_accuracy_lost
     assert sg["source.fps"].value == 4  # 1000 / 210 ms
 
 
+def test_scaling_sentences_use_faces_found_not_people() -> None:
+    from maskgate.bench import ScalingRow
+    from maskgate.bench_report import _scaling_sentences
+
+    rows = []
+    for people, found, classify in ((1, 1.0, 0.3), (8, 3.0, 0.9)):
+        r = _result(40, 60)
+        r.faces_per_frame = found
+        r.stages["classify"] = StageResult(classify, 10, 0.1, 0.2, 0.3)
+        r.stages["detect"] = StageResult(30.0, 10, 20.0, 30.0, 40.0)
+        rows.append(ScalingRow("faces", people, 1280, 720, r))
+    text = " ".join(_scaling_sentences(rows))
+    assert "Each extra face found costs about 0.30 ms" in text  # (0.9 - 0.3) / (3 - 1)
+    assert "detection's median is 30.0, 30.0 ms with 1, 8 people in view" in text
+    assert "With 8 people side by side the detector found 3.0 faces per frame" in text
+
+
 def test_failed_worker_names_the_pipeline_and_the_bad_model(tmp_path: Path) -> None:
     bad = tmp_path / "bundle"
     bad.mkdir()

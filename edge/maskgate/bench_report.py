@@ -89,10 +89,11 @@ def _scaling_sentences(rows: list[ScalingRow]) -> list[str]:
     if len(faces) >= 2 and faces[-1].faces_per_frame > faces[0].faces_per_frame:
         a, b = faces[0], faces[-1]
         per_face = (_per_face_ms(b) - _per_face_ms(a)) / (b.faces_per_frame - a.faces_per_frame)
+        detect = ", ".join(f"{r.stages['detect'].median_ms or 0:.1f}" for r in faces)
         out.append(f"Each extra face found costs about {per_face:.2f} ms per frame in crop, classify and decide "
                    f"({a.faces_per_frame:.1f} faces: {_per_face_ms(a):.2f} ms; {b.faces_per_frame:.1f} faces: "
-                   f"{_per_face_ms(b):.2f} ms); detection costs {b.stages['detect'].mean_ms:.1f} ms per frame "
-                   "however many there are.")
+                   f"{_per_face_ms(b):.2f} ms); detection's median is {detect} ms with "
+                   f"{', '.join(str(r.people) for r in rows if r.axis == 'faces')} people in view.")
         people = [s for s in rows if s.axis == "faces"][-1].people
         if b.faces_per_frame < 0.75 * people:
             out.append(f"With {people} people side by side the detector found {b.faces_per_frame:.1f} faces per "
