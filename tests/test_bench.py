@@ -352,3 +352,19 @@ def test_readme_documents_every_json_field() -> None:
     objects = {name: rows for name, _doc, rows in schema_objects()}
     assert set(objects) >= {"BenchReport", "PipelineResult", "StageResult", "Spread", "ScalingRow", "Ratio"}
     assert all(doc for rows in objects.values() for _f, _t, doc in rows)
+
+
+def test_bench_models_from_a_run_carry_its_weights_and_are_not_speed_only(tmp_path: Path) -> None:
+    from maskgate_convert.architectures import ARCHS, build_model
+    from maskgate_convert.bench_models import write_bench_models
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model(ARCHS["default"]).save(run / "model.keras")  # what `maskgate-convert train` leaves in a run
+    index = write_bench_models(tmp_path / "out", ["default-float"], run)
+    (m,) = index["models"]
+    assert m["trained"] and not m["speed_only"] and str(run / "model.keras") in m["weights"]
+    models, _ = compare_models(tmp_path / "out")
+    assert [(c.name, c.trained) for c in models] == [("default-float", True)]
+    with pytest.raises(ValueError, match="unknown bench model"):
+        write_bench_models(tmp_path / "x", ["resnet"])
