@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also train default on each source alone and test on the others")
     _add_common(cmp_)
     cmp_.set_defaults(func=_compare)
+    bm = sub.add_parser("bench-models", help="write the classifiers `maskgate bench --compare` measures "
+                                             "(float, seed CNN, MobileNetV2) as .tflite bundles")
+    bm.add_argument("--out", type=Path, default=Path("bench-models"), help="folder to write (default: bench-models)")
+    bm.add_argument("--only", default=None, help="comma-separated model names (default: all)")
+    bm.add_argument("--run", type=Path, default=None,
+                    help="a `train --arch default` run folder: default-float gets its trained weights")
+    bm.set_defaults(func=_bench_models)
     return parser
 
 
@@ -154,6 +161,22 @@ def _compare(args: argparse.Namespace) -> int:
     table = write_compare(runs, cross, args.report, args.epochs, shipped)
     print(table)
     (args.out / "compare.json").write_text(json.dumps({"runs": list(runs), "cross": list(cross)}))
+    return 0
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    from .bench_models import write_bench_models
+
+    names = [n for n in args.only.split(",") if n] if args.only else None
+    try:
+        index = write_bench_models(args.out, names, args.run)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"maskgate-convert bench-models: error: {exc}", file=sys.stderr)
+        return 2
+    for m in index["models"]:
+        print(f"{args.out / m['file']}: {m['architecture']} {m['dtype']}, {m['bytes']} bytes, "
+              f"{'trained' if m['trained'] else 'untrained (speed only)'}")
+    print(f"copy {args.out} to the device and run: maskgate bench --compare --models {args.out}")
     return 0
 
 

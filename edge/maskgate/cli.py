@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "maskgate.cmd_demo",
     "maskgate.cmd_check",
     "maskgate.cmd_stats",
+    "maskgate.cmd_bench",
 )
 
 
