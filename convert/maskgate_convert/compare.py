@@ -10,11 +10,18 @@ def _p(v: Any) -> str:
     return "n/a" if v is None else f"{100 * float(v):.1f}%"
 
 
+def training_macs(m: dict[str, Any]) -> float:
+    """Multiply-adds spent training a run: epochs x training faces x forward MACs x 3 (a backward
+    pass costs about twice the forward one)."""
+    return float(m["epochs_run"]) * float(m["train_sizes"]["train"]) * float(m["multiply_adds"]) * 3.0
+
+
 def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, Any]], report: Path,
                   epochs: int, shipped: dict[str, Any] | None = None) -> str:
     head = ("| model | classes | bal. acc. float | bal. acc. int8 | bare-face recall int8 | "
-            "scenes >=48px right | scenes bare-face recall | params | int8 size | MACs | int8 latency (1 thr) |")
-    rows = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "scenes >=48px right | scenes bare-face recall | params | int8 size | MACs | int8 latency (1 thr) | "
+            "training compute |")
+    rows = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     base = runs.get("seed")
     rows_src = dict(runs)
     if shipped is not None:
@@ -31,7 +38,7 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         rows.append(f"| {name} | {len(m['labels'])} | {_p(tf['balanced_accuracy_allow_deny'])} | "
                     f"{_p(t8['balanced_accuracy_allow_deny'])} | {_p((t8['bare_face_recall'] or {}).get('value'))} | "
                     f"{scene_right} | {scene_bare} | {m['params']:,} | {m['int8_bytes']:,} | "
-                    f"{m['multiply_adds']:,} | {lat:.3f} ms{ratio} |")
+                    f"{m['multiply_adds']:,} | {lat:.3f} ms{ratio} | {training_macs(m) / 1e12:.1f} T MAC |")
     peer = next((m["peer_aizoo_scenes_test_half"] for m in runs.values() if "peer_aizoo_scenes_test_half" in m), None)
     if peer:
         sc = peer[">=48px"]
@@ -47,13 +54,15 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         "grouped test split; scene numbers are the whole pipeline (YuNet + classifier) on the scene test half. "
         "Latency: int8 model, ai-edge-litert, 1 thread, median of 50 runs, this machine. "
         "The 'shipped' row is the committed bundle, trained on all the data until its validation loss "
-        "stopped improving: not the same budget, shown for reference.",
+        "stopped improving: not the same budget, shown for reference. Training compute is epochs x "
+        "training faces x forward multiply-adds x 3.",
         "",
         f"Machine: {env.get('processor')} ({env.get('machine')}), Python {env.get('python')}, "
         f"TensorFlow {env.get('tensorflow')}, commit {env.get('commit') or 'n/a'}.",
         "",
         table,
         "",
+        *_budget_note(runs, shipped, epochs),
     ]
     if cross:
         lines += ["## Train on one source, test on another", "",
@@ -70,3 +79,23 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
     return table
+
+
+def _budget_note(runs: dict[str, dict[str, Any]], shipped: dict[str, Any] | None, epochs: int) -> list[str]:
+    """One paragraph on what the epoch budget means for a model 100x smaller than the seed."""
+    seed, default = runs.get("seed"), runs.get("default")
+    if seed is None or default is None:
+        return []
+    b = {k: m["test"]["int8"]["balanced_accuracy_allow_deny"] for k, m in (("seed", seed), ("default", default))}
+    lines = [f"Same {epochs}-epoch budget: seed {_p(b['seed'])}, default {_p(b['default'])} "
+             f"({'the seed wins' if b['seed'] > b['default'] else 'default wins'} on epochs). "
+             f"The epochs cost very differently: the seed's {epochs} epochs took "
+             f"{training_macs(seed) / 1e12:.1f} T multiply-adds, the default's {training_macs(default) / 1e12:.2f} T."]
+    if shipped is not None:
+        s8 = shipped["test"]["int8"]["balanced_accuracy_allow_deny"]
+        lines[0] += (f" Trained until its validation loss stopped improving ({shipped['epochs_run']} epochs, "
+                     f"{training_macs(shipped) / 1e12:.1f} T multiply-adds, "
+                     f"{training_macs(seed) / training_macs(shipped):.1f}x less training compute than the seed's "
+                     f"budget), the default reaches {_p(s8)}, "
+                     f"{'above' if s8 > b['seed'] else 'below'} the seed's {_p(b['seed'])}.")
+    return [*lines, ""]
