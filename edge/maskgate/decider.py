@@ -5,7 +5,10 @@ bare or wrongly-worn votes deny it, and a full window with neither is ``uncertai
 neither opens nor alarms). Low-score verdicts, and faces the classifier only half-heartedly calls
 ``no_face``, are uncertain votes. The scene is allowed only when every track in the doorway is allowed;
 one denied track denies. An action (``open`` the door, sound the ``alarm``) fires once per person
-and again only after ``cooldown`` seconds of frame time.
+and again only after ``cooldown`` seconds of frame time. The door opens only on a frame whose whole
+doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
+an allow waits as ``checking`` with ``confirm`` set, so a newcomer who walked in since the last search
+is seen first.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Decision:
     active: bool = True
     """False when the mode is ``off`` or the schedule is outside its hours."""
     mode: str = "enforce"
+    confirm: bool = False
+    """The door would open, but this frame's doorway was not searched: search it on the next frame."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,9 @@ class Decider:
     def fault(self, ts: float, reason: str, wall: float) -> Decision:
         return Decision(ts, "fault", reason, (), None, self.is_active(wall), self.settings.mode)
 
-    def decide(self, ts: float, tracks: list[Track], wall: float) -> Decision:
+    def decide(self, ts: float, tracks: list[Track], wall: float, *, searched: bool = True) -> Decision:
+        """The decision for a frame; ``searched`` says whether the whole doorway was searched for faces
+        on it (False on frames where only the tracked faces were followed)."""
         s = self.settings
         views = []
         states: list[tuple[Track, str, str | None]] = []
@@ -118,7 +125,7 @@ class Decider:
             if t.in_roi:
                 states.append((t, st, why))
         active = self.is_active(wall)
-        state, reason, trigger = "idle", None, None
+        state, reason, trigger, confirm = "idle", None, None, False
         if states:
             denied = [(t, why) for t, st, why in states if st == "deny"]
             if denied:
@@ -133,14 +140,17 @@ class Decider:
             elif all(st == "allow" for _, st, _ in states):
                 state = "allow"
                 if active and any(self._ready(t, "open", ts) for t, _, _ in states):
-                    trigger = "open"
-                    for t, _, _ in states:
-                        t.triggered["open"] = ts
+                    if not searched:
+                        state, confirm = "checking", True
+                    else:
+                        trigger = "open"
+                        for t, _, _ in states:
+                            t.triggered["open"] = ts
             elif any(st == "checking" for _, st, _ in states):
                 state = "checking"
             else:
                 state = "uncertain"
-        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode)
+        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode, confirm)
 
     def _ready(self, track: Track, action: str, ts: float) -> bool:
         last = track.triggered.get(action)

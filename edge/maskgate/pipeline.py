@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
 from .crop import face_input
@@ -24,10 +25,11 @@ from .decider import Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, ModelError, SourceError
 from .events import FaceEvent, FrameResult, Observer
+from .follow import FaceFollower
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
-from .tracker import Observation, Tracker
+from .tracker import Observation, Track, Tracker, iou
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,12 @@ log = logging.getLogger(__name__)
 def detector_settings(s: Settings) -> DetectorSettings:
     d = s.detector
     return DetectorSettings(score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
-                            max_side=d.max_side, upscale=d.upscale, min_face=d.min_face)
+                            max_side=d.max_side, upscale=d.upscale, min_face=d.min_face, face_px=d.face_px)
+
+
+def build_cadence(s: Settings) -> Cadence:
+    d = s.detector
+    return Cadence(d.every, d.moving_every, d.idle_every, d.motion)
 
 
 def build_detector(s: Settings) -> FaceDetector:
@@ -84,6 +91,8 @@ class Pipeline:
         self.tracker = Tracker(settings.decision.track_iou, settings.decision.track_timeout,
                                settings.decision.window)
         self.decider = Decider(settings.decision, settings.schedule)
+        self.cadence = build_cadence(settings)
+        self.follower = FaceFollower()
         self.outputs.mode = settings.decision.mode
         self.outputs.on_button.append(lambda: self.stats.count("button_presses"))
         self.last_decision: Decision | None = None
@@ -91,7 +100,6 @@ class Pipeline:
         """Why a finite run ended early (camera, model), else None."""
         self._bad_streak = 0
         self._error_streak = 0
-        self._n = 0
         self._last_ts = 0.0
 
     def __repr__(self) -> str:
@@ -111,6 +119,8 @@ class Pipeline:
             log.warning("reload: [source] changes apply after a restart")
         if new.detector.model != old.detector.model or detector_settings(new) != detector_settings(old):
             self.detector = FaceDetector(detector_settings(new), new.detector.model or None)
+        if new.detector != old.detector:
+            self.cadence = build_cadence(new)
         if new.classifier != old.classifier:
             try:
                 self.classifier = build_classifier(new)
@@ -251,44 +261,81 @@ class Pipeline:
                 out.append(Face(box, f.score))
         return out
 
+    def follow(self, img: np.ndarray, ts: float, tracks: list[Track]) -> tuple[list[Face], bool]:
+        """Find each followed face again near its predicted place (``FaceFollower``).
+
+        Returns the faces found (centre in the doorway region, no duplicates) and whether any
+        followed face was lost (not found, or gone out of the region).
+        """
+        h, w = img.shape[:2]
+        r = roi_pixels(self.settings.detector.roi, w, h)
+        found: list[Face] = []
+        lost = False
+        for t in tracks:
+            hit = self.follower.find(t.id, img, t.predict(ts))
+            if hit is None or not in_roi(hit[0], r):
+                lost = True
+            elif all(iou(hit[0], f.box) < 0.5 for f in found):
+                found.append(Face(hit[0], hit[1]))
+        return found, lost
+
+    def observe(self, img: np.ndarray, faces: list[Face]) -> list[Observation]:
+        """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection."""
+        s = self.settings
+        obs: list[Observation] = []
+        t_pre = t_cls = 0.0
+        for f in faces:
+            t = time.perf_counter()
+            x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
+            t_pre += time.perf_counter() - t
+            t = time.perf_counter()
+            v = self.classifier.classify(x)
+            t_cls += time.perf_counter() - t
+            if v.label == "no_face" and v.score >= s.decision.no_face_score:
+                continue  # a detector false positive
+            obs.append(Observation(f.box, v.label, v.score))
+        if faces:
+            self.stats.stage("preprocess", t_pre)
+            self.stats.stage("classify", t_cls)
+        return obs
+
     def process(self, frame: Frame) -> FrameResult:
         s = self.settings
         ts, wall = frame.ts, frame.wall if frame.wall is not None else time.time()
-        self._last_ts = ts
         img = orient(frame.image, s.source.rotation, s.source.flip)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
             raise FrameError(f"frame {frame.index}: not a BGR uint8 image (shape {img.shape}, {img.dtype})")
-        faces: list[FaceEvent] = []
-        if self._n % s.detector.every == 0:
+        self.tracker.expire(ts)
+        followed = [tr for tr in self.tracker.tracks if tr.last_ts == self._last_ts]
+        self._last_ts = ts
+        t = time.perf_counter()
+        work = self.cadence.plan(img, bool(followed))
+        self.stats.stage("motion", time.perf_counter() - t)
+        if work == DETECT:
             t = time.perf_counter()
             found = self.detect(img)
             self.stats.stage("detect", time.perf_counter() - t)
-            obs: list[Observation] = []
-            t_pre = t_cls = 0.0
-            for f in found:
-                t = time.perf_counter()
-                x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
-                t_pre += time.perf_counter() - t
-                t = time.perf_counter()
-                v = self.classifier.classify(x)
-                t_cls += time.perf_counter() - t
-                if v.label == "no_face" and v.score >= s.decision.no_face_score:
-                    continue  # a detector false positive
-                obs.append(Observation(f.box, v.label, v.score))
-            if found:
-                self.stats.stage("preprocess", t_pre)
-                self.stats.stage("classify", t_cls)
+        elif work == FOLLOW:
             t = time.perf_counter()
-            tracks = self.tracker.update(ts, obs)
-            faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
-                     if tr.last_ts == ts and tr.label in LABELS]
+            found, lost = self.follow(img, ts, followed)
+            self.stats.stage("follow", time.perf_counter() - t)
         else:
-            t = time.perf_counter()
-            self.tracker.expire(ts)
-            tracks = list(self.tracker.tracks)
-            faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks if tr.label in LABELS]
-        self._n += 1
-        decision = self.decider.decide(ts, tracks, wall)
+            found, lost = [], False
+        obs = self.observe(img, found)
+        if work == FOLLOW and (lost or len(obs) < len(found)):
+            self.cadence.search_next()
+        t = time.perf_counter()
+        tracks = self.tracker.update(ts, obs)
+        if work == DETECT:  # templates come from the detector's boxes only
+            for tr in tracks:
+                if tr.last_ts == ts:
+                    self.follower.remember(tr.id, img, tr.box)
+            self.follower.keep({tr.id for tr in tracks})
+        faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
+                 if tr.last_ts == ts and tr.label in LABELS]
+        decision = self.decider.decide(ts, tracks, wall, searched=work == DETECT)
+        if decision.confirm:
+            self.cadence.search_next()
         self.stats.stage("decide", time.perf_counter() - t)
         t = time.perf_counter()
         self.outputs.apply(plan(decision, s.outputs.buzzer_mute))
