@@ -41,6 +41,10 @@ def test_motion_gate_ignores_sensor_noise_and_sees_a_person() -> None:
     person = bg.copy()
     cv2.ellipse(person, (320, 200), (24, 30), 0, 0, 360, (20, 20, 20), -1)
     assert gate.changed(person) and gate.last_change > 0.002
+    # and says where: around the blob (cells of 8 px), so only that part of the frame needs a search
+    assert gate.box is not None
+    x0, y0, x1, y1 = gate.box
+    assert 280 <= x0 <= 296 and 344 <= x1 <= 360 and 154 <= y0 <= 170 and 230 <= y1 <= 246, gate.box
     # slow drift adds up against the reference (the frame last searched), not the previous frame
     dim = [np.clip(bg.astype(np.int16) - k * (LEVEL // 3 + 1), 0, 255).astype(np.uint8) for k in range(1, 5)]
     assert not gate.changed(dim[0]) and gate.changed(dim[3])
@@ -110,22 +114,25 @@ def test_follower_finds_a_moved_face_and_loses_a_vanished_one(face: np.ndarray) 
 
 def test_the_door_opens_only_on_a_frame_whose_doorway_was_searched() -> None:
     from maskgate.config import DecisionSettings, ScheduleSettings
-    from maskgate.decider import Decider, plan
+    from maskgate.decider import Decider, Decision, plan
     from maskgate.tracker import Observation, Tracker
 
-    tracker, decider = Tracker(), Decider(DecisionSettings(), ScheduleSettings())
     box = (100, 100, 80, 80)
-    out = []
-    for i, searched in enumerate([True, False, False, True, False]):
-        ts = i / 10
-        tracks = tracker.update(ts, [Observation(box, "with_mask", 0.97)])
-        out.append(decider.decide(ts, tracks, wall=0.0, searched=searched))
-    # three masked votes by frame 2, but frame 2 was only followed: wait (checking, no green) and ask
-    # for a search; frame 3 was searched: open
+
+    def door(searched: list[bool]) -> list[Decision]:
+        tracker, decider = Tracker(), Decider(DecisionSettings(), ScheduleSettings())
+        return [decider.decide(i / 10, tracker.update(i / 10, [Observation(box, "with_mask", 0.97)]), wall=0.0,
+                               searched=x) for i, x in enumerate(searched)]
+
+    # three masked votes by frame 2, but frame 2 was only followed: wait (checking, no green light);
+    # frame 3 was searched: open. Each unsearched frame one vote short of opening asks for a search.
+    out = door([True, False, False, True, False])
     assert [d.state for d in out] == ["checking", "checking", "checking", "allow", "allow"]
-    assert [d.confirm for d in out] == [False, False, True, False, False]
+    assert [d.confirm for d in out] == [False, True, True, False, False]
     assert [d.trigger for d in out] == [None, None, None, "open", None]
     assert not plan(out[2]).green and plan(out[3]).pulse
+    # the loop searches the frame after a confirm, so the door opens on the third vote as before
+    assert [d.trigger for d in door([True, False, True])] == [None, None, "open"]
     # denying needs no search: one bare face is enough
     tracker, decider = Tracker(), Decider(DecisionSettings(), ScheduleSettings())
     bare = [decider.decide(i / 10, tracker.update(i / 10, [Observation(box, "without_mask", 0.9)]), wall=0.0,

@@ -488,3 +488,21 @@ def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir:
     assert all(len(res.faces) == 1 for res in r.results), [len(res.faces) for res in r.results]
     assert searches.per_frame[0] == 1 and sum(searches.per_frame) <= 40 // s.detector.every + 2
     assert r.triggers() == ["open"] and r.pin("relay")[:2] == [False, True]
+
+
+def test_a_search_after_motion_covers_only_where_the_frame_changed(faces_dir: Path, detector: FaceDetector,
+                                                                   classifier: Classifier) -> None:
+    src = door(faces_dir, [["with_mask"]], seed=2)
+    src.open()
+    p = src.visits_until(0)[0].people[0]
+    frame = src.frame(p.start + p.enter + p.stand // 2)
+    assert frame is not None and frame.truth
+    x, y, w, h = frame.truth[0].box
+    searches = Searches(detector)
+    pipe = Pipeline(settings(), src, searches, classifier, Outputs(Settings().outputs, MockFactory()))  # type: ignore[arg-type]
+    try:
+        assert len(pipe.detect(frame.image)) == 1
+        assert len(pipe.detect(frame.image, (x + w // 3, y + h // 3, x + w // 2, y + h // 2))) == 1
+        assert pipe.detect(frame.image, (0, H - 8, 8, H)) == []  # a change far from the face
+    finally:
+        pipe.outputs.close()

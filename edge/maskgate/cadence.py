@@ -6,7 +6,8 @@ gate's dearest stage) need not run on every frame:
 - ``detect``: the whole doorway is searched. Always the first frame; while faces are followed, every
   ``every``-th frame (to find newcomers); right after a followed face was lost; and while nobody is
   followed, every ``moving_every``-th frame as long as the frame changed since the detector last
-  searched it (``MotionGate``: someone may be coming), and every ``idle_every``-th frame otherwise;
+  searched it (``MotionGate``: someone may be coming; then only around the change, ``region``), and
+  every ``idle_every``-th frame otherwise;
   and on the frame after ``search_next()``: a followed face was lost, or the door would open (it
   opens only on a searched frame, so nobody who walked in meanwhile is missed).
 - ``follow``: only small windows around the faces seen on the previous frame are searched
@@ -37,6 +38,9 @@ class Cadence:
         self.motion = MotionGate(motion) if motion > 0 else None
         self.since: int | None = None
         """Frames since the last ``detect`` (None before the first)."""
+        self.region: tuple[int, int, int, int] | None = None
+        """On a ``detect`` frame planned because the frame changed: where it changed (x0, y0, x1, y1
+        in frame pixels); searching around there is enough. None: search the whole doorway."""
         self._force = False
 
     def __repr__(self) -> str:
@@ -50,6 +54,7 @@ class Cadence:
     def plan(self, frame_bgr: np.ndarray, following: bool) -> str:
         """The work for this frame; ``following`` says whether any face was seen on the previous frame."""
         since = self.since
+        self.region = None
         if since is None or self._force:
             due = True
         elif following:
@@ -60,6 +65,7 @@ class Cadence:
             due = False
         else:
             due = self.motion.changed(frame_bgr)
+            self.region = self.motion.box if due else None
         if due:
             self.since, self._force = 0, False
             if self.motion is not None:

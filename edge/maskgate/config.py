@@ -133,9 +133,10 @@ class DetectorConfig:
     roi: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0),
                                   "doorway region [x0, y0, x1, y1] as fractions of the frame; "
                                   "a face counts when its centre is inside", _roi)
-    every: int = _opt(5, "while faces are tracked, search the whole frame on every Nth frame and in "
-                         "between only near the tracked faces, classifying them on every frame "
-                         "(1: search the whole frame on every frame)", _range(1, 30))
+    every: int = _opt(10, "while faces are tracked, search the whole frame on every Nth frame (a newcomer "
+                          "is found within N frames; the door opens only on a searched frame) and in "
+                          "between follow the tracked faces, classifying them on every frame (1: search "
+                          "the whole frame on every frame)", _range(1, 30))
     moving_every: int = _opt(2, "while no face is tracked and the frame changes (see motion), search the "
                                 "whole frame on every Nth frame", _range(1, 30))
     idle_every: int = _opt(10, "while no face is tracked and nothing changes, search the whole frame "

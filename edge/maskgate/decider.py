@@ -8,7 +8,7 @@ one denied track denies. An action (``open`` the door, sound the ``alarm``) fire
 and again only after ``cooldown`` seconds of frame time. The door opens only on a frame whose whole
 doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
 an allow waits as ``checking`` with ``confirm`` set, so a newcomer who walked in since the last search
-is seen first.
+is seen first; ``confirm`` is also set one masked vote ahead, so that search usually comes in time.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class Decision:
     """False when the mode is ``off`` or the schedule is outside its hours."""
     mode: str = "enforce"
     confirm: bool = False
-    """The door would open, but this frame's doorway was not searched: search it on the next frame."""
+    """Search the whole doorway on the next frame: the door would open (or may open with one more
+    masked vote), and this frame's doorway was not searched."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,13 @@ def vote(track: Track, s: DecisionSettings) -> tuple[str, str | None]:
     if len(track.votes) >= s.window:
         return "uncertain", None
     return "checking", None
+
+
+def one_vote_from_allow(track: Track, s: DecisionSettings) -> bool:
+    """Whether one more masked vote would allow the track (its newest vote is masked already)."""
+    masked = [label == "with_mask" and score >= s.mask_score for label, score in track.votes]
+    kept = masked[-(s.window - 1):] if s.window > 1 else []
+    return bool(masked) and masked[-1] and sum(kept) + 1 >= s.votes
 
 
 class Decider:
@@ -148,6 +156,11 @@ class Decider:
                             t.triggered["open"] = ts
             elif any(st == "checking" for _, st, _ in states):
                 state = "checking"
+                # one more masked vote may open the door: have the next frame searched, so the door
+                # opens on time instead of a frame later
+                confirm = not searched and active and all(
+                    st == "allow" or (st == "checking" and one_vote_from_allow(t, s))
+                    for t, st, _ in states) and any(self._ready(t, "open", ts) for t, _, _ in states)
             else:
                 state = "uncertain"
         return Decision(ts, state, reason, tuple(views), trigger, active, s.mode, confirm)

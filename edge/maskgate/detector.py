@@ -90,8 +90,10 @@ class FaceDetector:
         s = self.settings
         h, w = frame_bgr.shape[:2]
         scale = self.scale_for(h, w)
+        # bilinear is as good as area averaging for YuNet down to half size, and a quarter of the cost
+        interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
         img = frame_bgr if scale == 1.0 else cv2.resize(
-            frame_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            frame_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
         rows = [(self._run(img), scale)]
         if s.upscale > 1.0:
             up = cv2.resize(img, None, fx=s.upscale, fy=s.upscale, interpolation=cv2.INTER_LINEAR)

@@ -40,6 +40,9 @@ class MotionGate:
         """The last frame ``changed`` saw and its tiny copy, so ``look`` on that frame reuses it."""
         self.last_change = 1.0
         """Share of cells changed at the last ``changed`` call (for logs and tests)."""
+        self.box: tuple[int, int, int, int] | None = None
+        """Where the last ``changed`` call saw change: (x0, y0, x1, y1) in frame pixels, None if nowhere
+        or unknown (no reference yet)."""
 
     def __repr__(self) -> str:
         return f"<MotionGate share>{self.share} last={self.last_change:.4f} ref={self._ref is not None}>"
@@ -51,6 +54,7 @@ class MotionGate:
         self._last = None
 
     def changed(self, frame_bgr: np.ndarray) -> bool:
+        self.box = None
         if self._ref is None:
             self.last_change = 1.0
             return True
@@ -59,9 +63,14 @@ class MotionGate:
         if cur.shape != self._ref.shape:
             self.last_change = 1.0
             return True
-        diff = cv2.absdiff(cur, self._ref)
-        self.last_change = float(np.count_nonzero(diff > LEVEL)) / diff.size
+        moved = cv2.absdiff(cur, self._ref) > LEVEL
+        self.last_change = float(np.count_nonzero(moved)) / moved.size
+        if self.last_change > 0:
+            ys, xs = np.nonzero(moved)
+            fy, fx = frame_bgr.shape[0] / SIZE[1], frame_bgr.shape[1] / SIZE[0]
+            self.box = (int(xs.min() * fx), int(ys.min() * fy), int(np.ceil((xs.max() + 1) * fx)),
+                        int(np.ceil((ys.max() + 1) * fy)))
         return self.last_change > self.share
 
     def reset(self) -> None:
-        self._ref = self._last = None
+        self._ref = self._last = self.box = None

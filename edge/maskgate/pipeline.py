@@ -67,6 +67,13 @@ def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool
     return r[0] <= cx < r[2] and r[1] <= cy < r[3]
 
 
+AROUND_MARGIN = 0.15
+"""A search around a change reaches this share of the frame's longer side beyond it (a face only
+partly changed, e.g. a head turning, is still searched whole)."""
+AROUND_MAX_SHARE = 0.7
+"""A search around a change that would cover more than this share of the doorway searches all of it."""
+
+
 class Pipeline:
     """One gate: a source, a detector, a classifier, a tracker, a decider and the outputs."""
 
@@ -245,15 +252,24 @@ class Pipeline:
         self._publish(FrameResult(-1, wall, (), decision, self.outputs.snapshot()))
         self.last_decision = decision
 
-    def detect(self, img: np.ndarray) -> list[Face]:
-        """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched."""
+    def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None) -> list[Face]:
+        """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched,
+        and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there."""
         h, w = img.shape[:2]
         r = roi_pixels(self.settings.detector.roi, w, h)
-        if r == (0, 0, w, h):
-            return self.detector.detect(img)
         mx, my = int(0.1 * w), int(0.1 * h)
         x0, y0, x1, y1 = max(0, r[0] - mx), max(0, r[1] - my), min(w, r[2] + mx), min(h, r[3] + my)
-        faces = self.detector.detect(img[y0:y1, x0:x1])
+        if around is not None:
+            m = int(AROUND_MARGIN * max(w, h))
+            a = (max(x0, around[0] - m), max(y0, around[1] - m), min(x1, around[2] + m), min(y1, around[3] + m))
+            if a[2] - a[0] < 2 or a[3] - a[1] < 2:
+                return []
+            if (a[2] - a[0]) * (a[3] - a[1]) < AROUND_MAX_SHARE * (x1 - x0) * (y1 - y0):
+                x0, y0, x1, y1 = a
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            faces = self.detector.detect(img)
+        else:
+            faces = self.detector.detect(img[y0:y1, x0:x1])
         out = []
         for f in faces:
             box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
@@ -313,7 +329,7 @@ class Pipeline:
         self.stats.stage("motion", time.perf_counter() - t)
         if work == DETECT:
             t = time.perf_counter()
-            found = self.detect(img)
+            found = self.detect(img, self.cadence.region)
             self.stats.stage("detect", time.perf_counter() - t)
         elif work == FOLLOW:
             t = time.perf_counter()
