@@ -7,7 +7,8 @@ Prints numbers and asserts nothing. Usage::
         [--faces ../shared/data/faces] [--detector-model ../shared/models] [--aizoo PATH]
         [--variant 'NAME:every=10,face_px=0' ...] [--details]
 
-The door is built from the shipped bundle's held-out test faces only (``maskgate.bundle.split_files``),
+The door is built from the shipped bundle's held-out test faces only (``maskgate.bundle.split_files``;
+``--split val`` for tuning on the validation faces instead),
 one person per visit, masked and bare in turn, several seeds. Frames are rendered before the clock
 starts. Time is CPU time of this one-threaded process (``time.process_time``; the gate's stage timers
 are switched to this thread's CPU clock too): on a machine shared with other jobs, CPU time is far
@@ -217,6 +218,8 @@ def outcomes(sd: Seed, triggers: dict[int, str | None], into: Outcomes) -> list[
                                                   for t in sd.frames[i].truth or ())]
             opened = [i for i in range(a, b) if triggers.get(i) == "open"]
             into.latencies.append((opened[0] - seen[0]) / FPS if opened and seen else None)
+            if into.latencies[-1] is not None:
+                out[-1] += f" {into.latencies[-1]:.1f}s"
     return out
 
 
@@ -332,6 +335,7 @@ def main() -> None:
                     help="an extra gate variant: [detector] keys changed from the defaults, e.g. "
                          "'every 3:every=3' (repeatable)")
     ap.add_argument("--details", action="store_true", help="print one line per visit")
+    ap.add_argument("--split", default="test", help="which held-out faces: test (report) or val (tuning)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     maskgate.pipeline.time = CpuClock()  # type: ignore[attr-defined]
@@ -348,12 +352,13 @@ def main() -> None:
     if args.only:
         keep = args.only.split(",")
         variants = [v for v in variants if any(k in v[0] for k in keep)]
-    images = split_files(load_bundle(), "test")
+    images = split_files(load_bundle(), args.split)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
           f"python {platform.python_version()}, opencv {cv2.__version__}; one thread; load "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"door: {W}x{H} at {FPS} fps, held-out test faces ({', '.join(f'{k} {len(v)}' for k, v in images.items())}),"
-          f" seeds {seeds}, {args.visits} visits each, one person per visit")
+    counts = ", ".join(f"{k} {len(v)}" for k, v in images.items())
+    print(f"door: {W}x{H} at {FPS} fps, held-out {args.split} faces ({counts}), seeds {seeds}, "
+          f"{args.visits} visits each, one person per visit")
     d = Settings().detector
     print(f"new default [detector]: face_px {d.face_px}, every {d.every}, moving_every {d.moving_every}, "
           f"idle_every {d.idle_every}, motion {d.motion}")

@@ -3,15 +3,14 @@
 A door is mostly empty, and a person at it stays for seconds, so the whole-frame face detector (the
 gate's dearest stage) need not run on every frame:
 
-- ``detect``: the whole doorway is searched. Always the first frame; while faces are followed, every
-  ``every``-th frame (to find newcomers); right after a followed face was lost; and while nobody is
-  followed, every ``moving_every``-th frame as long as the frame changed since the detector last
-  searched it (``MotionGate``: someone may be coming; then only around the change, ``region``), and
-  every ``idle_every``-th frame otherwise;
-  and on the frame after ``search_next()``: a followed face was lost, or the door would open (it
-  opens only on a searched frame, so nobody who walked in meanwhile is missed).
-- ``follow``: only small windows around the faces seen on the previous frame are searched
-  (``FaceDetector.detect_near``), and those faces are classified again, so every frame still votes.
+- ``detect``: the doorway is searched. On the first frame; while faces are followed, on every
+  ``every``-th frame (to find newcomers); on the frame after ``search_next()`` (a followed face was
+  lost, or the door may open: it opens only on a searched frame, so nobody who walked in meanwhile is
+  missed); and while nobody is followed, on every ``moving_every``-th frame as long as the frame
+  changed since the detector last searched it (``MotionGate``: someone may be coming; then only
+  around the change, ``region``), and on every ``idle_every``-th frame anyway.
+- ``follow``: the faces seen on the previous frame are found again near their predicted places
+  (``follow.FaceFollower``) and classified again, so every frame still votes.
 - ``skip``: nobody is followed and nothing moved: no detection, no classification.
 """
 

@@ -125,9 +125,9 @@ class DetectorConfig:
     nms_threshold: float = _opt(0.3, "detector non-maximum suppression threshold", _range(0.0, 1.0))
     max_side: int = _opt(640, "frames are downscaled to this longer side before detection",
                          _range(64, 4096))
-    face_px: int = _opt(36, "frames are also downscaled so a face of min_face pixels is this many pixels "
-                            "wide for the detector (0: only max_side limits the size); below about 36 "
-                            "px masked faces are missed more often", _range(0, 4096))
+    face_px: int = _opt(40, "frames are also downscaled so a face of min_face pixels is this many pixels "
+                            "wide for the detector (0: only max_side limits the size); smaller is faster "
+                            "but misses more masked faces near min_face and moves boxes more", _range(0, 4096))
     upscale: float = _opt(1.0, "also search at this scale for small faces (1 disables)", _range(1.0, 4.0))
     min_face: int = _opt(48, "faces narrower than this many frame pixels are ignored", _range(0, 4096))
     roi: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0),

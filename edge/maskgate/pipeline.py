@@ -349,7 +349,8 @@ class Pipeline:
             self.follower.keep({tr.id for tr in tracks})
         faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
                  if tr.last_ts == ts and tr.label in LABELS]
-        decision = self.decider.decide(ts, tracks, wall, searched=work == DETECT)
+        whole = work == DETECT and self.cadence.region is None  # the whole doorway was searched
+        decision = self.decider.decide(ts, tracks, wall, searched=whole)
         if decision.confirm:
             self.cadence.search_next()
         self.stats.stage("decide", time.perf_counter() - t)
