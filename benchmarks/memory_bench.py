@@ -4,7 +4,7 @@ subprocess, its RSS sampled from /proc while it runs.
 Prints numbers and asserts nothing (issue 3's target: at most 150 MB resident, no growth over 10,000
 frames). Usage::
 
-    python benchmarks/memory_bench.py [--frames 10000] [--people 1] [--interval 0.25]
+    python benchmarks/memory_bench.py [--frames 10000] [--people 1] [--interval 0.1]
         [--faces ../shared/data/faces] [--detector-model ../shared/models/face_detection_yunet_2023mar.onnx]
 
 The demo runs the whole pipeline with the default configuration (only the detector model path and the
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--people", type=int, default=1, help="synthetic: at most this many people at once")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--interval", type=float, default=0.25, help="seconds between RSS samples")
+    ap.add_argument("--interval", type=float, default=0.1, help="seconds between RSS samples")
     ap.add_argument("--warmup", type=int, default=500, help="frames before 'start' is taken")
     ap.add_argument("--faces", type=Path, default=SHARED / "data" / "faces")
     ap.add_argument("--detector-model", type=Path,
@@ -102,19 +102,27 @@ def main() -> None:
     print(f"{args.frames} frames in {elapsed:.0f} s ({len(samples)} samples); last frame seen {last[0]}")
     if summary:
         print(summary[-1].strip())
-    print("RSS over the run (frame: MB):  " + "  ".join(
-        f"{s[1]}: {s[2] * mb:.1f}" for s in running[:: max(1, len(running) // 10)]))
+    # RSS moves up and down by several MB as buffers are freed and taken again, so compare tenths of
+    # the run (by frame) rather than two single samples
+    tenths: list[list[float]] = [[] for _ in range(10)]
+    for _, frame, rss in running:
+        tenths[min(9, frame * 10 // max(1, args.frames))].append(rss * mb)
+    print("RSS by tenth of the run, median (max) MB: " + "  ".join(
+        f"{np.median(t):.1f} ({max(t):.1f})" if t else "-" for t in tenths))
     print(f"first frame: {running[0][2] * mb:.1f} MB" if running else "no frame seen")
     print(f"start (after {args.warmup} frames): {start[2] * mb:.1f} MB at frame {start[1]}")
     print(f"peak (VmHWM): {peak * mb:.1f} MB")
     print(f"end: {end[2] * mb:.1f} MB at frame {end[1]}")
     print(f"growth end - start: {(end[2] - start[2]) * mb:+.1f} MB over {end[1] - start[1]} frames")
+    full = [t for t in tenths[1:] if t]
+    if len(full) >= 2:
+        print(f"growth, last tenth against the second (medians): {np.median(full[-1]) - np.median(full[0]):+.1f} MB; "
+              f"(maxima): {max(full[-1]) - max(full[0]):+.1f} MB")
     if len(after) >= 3:
         f = np.array([s[1] for s in after], float)
         r = np.array([s[2] for s in after], float) * mb
         slope = np.polyfit(f, r, 1)[0] * 1000
-        print(f"slope after warm-up: {slope:+.3f} MB per 1000 frames")
-
+        print(f"slope after warm-up (least squares): {slope:+.3f} MB per 1000 frames")
 
 if __name__ == "__main__":
     main()

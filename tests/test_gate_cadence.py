@@ -105,6 +105,10 @@ def test_follower_finds_a_moved_face_and_loses_a_vanished_one(face: np.ndarray) 
     assert hit is not None
     (x, y, w, h), score = hit
     assert abs(x - truth[0]) <= 3 and abs(y - truth[1]) <= 3 and (w, h) == box[2:] and score > 0.9
+    # the person came closer: the face is 8% wider, and the box grows with it
+    closer, truth2 = paste(bg, face, 245, 125, 130)
+    hit = f.find(7, closer, (x, y, w, h))
+    assert hit is not None and abs(hit[0][2] - 130) <= 3 and abs(hit[0][0] - truth2[0]) <= 4, (hit, truth2)
     # nobody there any more: not found (the loop then searches the whole frame)
     assert f.find(7, bg, truth) is None
     assert f.find(99, moved, truth) is None  # never remembered
@@ -138,3 +142,19 @@ def test_the_door_opens_only_on_a_frame_whose_doorway_was_searched() -> None:
     bare = [decider.decide(i / 10, tracker.update(i / 10, [Observation(box, "without_mask", 0.9)]), wall=0.0,
                            searched=False) for i in range(3)]
     assert bare[2].state == "deny" and bare[2].trigger == "alarm"
+
+
+def test_a_walker_seen_again_after_a_missed_frame_keeps_one_track() -> None:
+    from maskgate.tracker import Observation, Tracker
+
+    # measured on the synthetic door: a face found at the frame edge, missed on the next frame, and
+    # found again 100 px further in: one person, so one track (a second would block the door as
+    # "checking" until the first timed out)
+    t = Tracker()
+    t.update(0.0, [Observation((24, 187, 61, 79), "with_mask", 1.0)])
+    tracks = t.update(0.2, [Observation((122, 187, 72, 92), "with_mask", 1.0)])
+    assert len(tracks) == 1 and len(tracks[0].votes) == 2
+    # but not across the frame: two faces far apart are two people
+    tracks = t.update(0.3, [Observation((122, 187, 72, 92), "with_mask", 1.0),
+                            Observation((500, 180, 70, 90), "without_mask", 1.0)])
+    assert len(tracks) == 2

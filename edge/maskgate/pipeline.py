@@ -288,7 +288,7 @@ class Pipeline:
         found: list[Face] = []
         lost = False
         for t in tracks:
-            hit = self.follower.find(t.id, img, t.predict(ts))
+            hit = self.follower.find(t.id, img, t.predict(ts), known_speed=len(t.votes) > 1)
             if hit is None or not in_roi(hit[0], r):
                 lost = True
             elif all(iou(hit[0], f.box) < 0.5 for f in found):
