@@ -260,7 +260,7 @@ def test_fast_machine_keeps_one_thread_and_the_configured_detector() -> None:
     assert "+33% frames/s against 1 thread" in text
     sg = {s.key: s for s in suggestions(rep, Settings())}
     assert sg["classifier.threads"].value == 1 and "30%" in sg["classifier.threads"].why
-    assert sg["detector.max_side"].value == 640 and sg["detector.every"].value == 1
+    assert sg["detector.max_side"].value == 640 and sg["detector.every"].value == Settings().detector.every
     assert sg["detector.roi"].value == [0.2, 0.0, 0.8, 1.0]  # faster and no less accurate
 
 

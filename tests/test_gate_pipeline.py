@@ -17,7 +17,7 @@ from maskgate.detector import FaceDetector
 from maskgate.errors import ModelError
 from maskgate.events import DecisionEvent, DecisionEvents, FrameResult
 from maskgate.outputs import Outputs
-from maskgate.pipeline import Pipeline
+from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import load_scenes
 from maskgate.sources import FaultySource, FrameSource, ReplaySource
 from maskgate.synthetic import SyntheticDoor
@@ -51,7 +51,8 @@ DEV_SCENES = [
 
 @pytest.fixture(scope="module")
 def detector(yunet_path: Path) -> FaceDetector:
-    return FaceDetector(model_path=yunet_path)
+    """The detector as the default configuration builds it (min_face, face_px, max_side)."""
+    return FaceDetector(detector_settings(Settings()), yunet_path)
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +80,13 @@ class Run:
 
 
 def run(s: Settings, source: FrameSource, detector: FaceDetector, classifier: Classifier,
-        before_close: Any = None, **kw: Any) -> Run:
+        before_close: Any = None, observers: tuple[Any, ...] = (), **kw: Any) -> Run:
     factory = MockFactory()
     out = Outputs(s.outputs, factory, mode=s.decision.mode)
     results: list[FrameResult] = []
     alive = [0]
     source.open()
-    p = Pipeline(s, source, detector, classifier, out, observers=[results.append],
+    p = Pipeline(s, source, detector, classifier, out, observers=[results.append, *observers],
                  on_alive=lambda: alive.__setitem__(0, alive[0] + 1), **kw)
     try:
         p.run()
@@ -405,3 +406,103 @@ def test_a_malformed_frame_from_a_source_is_skipped(tmp_path: Path, detector: Fa
 
     r = run(settings(), Odd(), detector, classifier)
     assert r.pipeline.stats.bad_frames == 1 and r.pipeline.stats.frames == 3 and r.pipeline.stats.errors == 0
+
+
+class Searches:
+    """The detector, counting whole-frame searches per processed frame (an observer reads them)."""
+
+    def __init__(self, det: FaceDetector) -> None:
+        self.det = det
+        self.calls = 0
+        self.per_frame: list[int] = []
+
+    def detect(self, img: Any) -> Any:
+        self.calls += 1
+        return self.det.detect(img)
+
+    def __call__(self, res: FrameResult) -> None:
+        self.per_frame.append(self.calls)
+        self.calls = 0
+
+
+def test_cadence_follows_and_classifies_faces_between_searches(faces_dir: Path, detector: FaceDetector,
+                                                              classifier: Classifier) -> None:
+    s = settings()
+    assert s.detector.every > 1  # the default follows faces between whole-frame searches
+    src = door(faces_dir, [["with_mask"], ["without_mask"], ["with_mask"], ["incorrect_mask"]], seed=2)
+    searches = Searches(detector)
+    r = run(s, src, searches, classifier, observers=(searches,))  # type: ignore[arg-type]
+    assert len(searches.per_frame) == len(r.results)
+    in_view = followed = seen = 0
+    for res, n in zip(r.results, searches.per_frame, strict=True):
+        truth = [t for t in truth_at(src, res.frame) if t.box[2] >= 60 and 0 < t.box[0] and t.box[0] + t.box[2] < W]
+        if not truth:
+            continue
+        in_view += 1
+        t = truth[0].box
+        on = [f for f in res.faces if t[0] <= f.box[0] + f.box[2] / 2 < t[0] + t[2]]
+        seen += bool(on)
+        followed += bool(on) and n == 0  # labelled on a frame the detector did not search
+    # the face is found and freshly classified on most frames it is in view, mostly without a search
+    assert seen >= 0.8 * in_view, (seen, in_view)
+    assert followed >= 0.5 * seen, (followed, seen)
+    assert sum(searches.per_frame) < 0.5 * len(r.results)
+    # the same door actions as searching every frame (measured: open, alarm, open, alarm)
+    assert [trig for _, trig in visit_outcomes(src, r)] == [["open"], ["alarm"], ["open"], ["alarm"]]
+
+
+def test_motion_gate_skips_searching_a_static_empty_doorway(tmp_path: Path, detector: FaceDetector,
+                                                            classifier: Classifier) -> None:
+    import cv2
+    import numpy as np
+    img = tmp_path / "empty.png"
+    cv2.imwrite(str(img), np.full((360, 480, 3), 120, np.uint8))
+    s = settings()
+    searches = Searches(detector)
+    run(s, ReplaySource([img], 10, hold=30, realtime=False), searches, classifier,  # type: ignore[arg-type]
+        observers=(searches,))
+    assert searches.per_frame == [1 if i % s.detector.idle_every == 0 else 0 for i in range(30)]
+    # with the shortcuts off, every frame is searched (the behaviour before the cadence)
+    searches = Searches(detector)
+    run(settings(detector={"every": 1, "motion": 0.0}), ReplaySource([img], 10, hold=30, realtime=False),
+        searches, classifier, observers=(searches,))  # type: ignore[arg-type]
+    assert searches.per_frame == [1] * 30
+
+
+def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir: Path, detector: FaceDetector,
+                                                      classifier: Classifier) -> None:
+    import cv2
+    src = door(faces_dir, [["with_mask"]], seed=2)
+    src.open()
+    v = src.visits_until(0)[0]
+    p = v.people[0]
+    frame = src.frame(p.start + p.enter + p.stand // 2)
+    assert frame is not None and frame.truth
+    img = tmp_path / "standing.png"
+    cv2.imwrite(str(img), frame.image)
+    s = settings()
+    searches = Searches(detector)
+    r = run(s, ReplaySource([img], 10, hold=40, realtime=False), searches, classifier,  # type: ignore[arg-type]
+            observers=(searches,))
+    # nothing moves, but a face is tracked: the gate never skips, and searches only on its beat
+    assert all(len(res.faces) == 1 for res in r.results), [len(res.faces) for res in r.results]
+    assert searches.per_frame[0] == 1 and sum(searches.per_frame) <= 40 // s.detector.every + 2
+    assert r.triggers() == ["open"] and r.pin("relay")[:2] == [False, True]
+
+
+def test_a_search_after_motion_covers_only_where_the_frame_changed(faces_dir: Path, detector: FaceDetector,
+                                                                   classifier: Classifier) -> None:
+    src = door(faces_dir, [["with_mask"]], seed=2)
+    src.open()
+    p = src.visits_until(0)[0].people[0]
+    frame = src.frame(p.start + p.enter + p.stand // 2)
+    assert frame is not None and frame.truth
+    x, y, w, h = frame.truth[0].box
+    searches = Searches(detector)
+    pipe = Pipeline(settings(), src, searches, classifier, Outputs(Settings().outputs, MockFactory()))  # type: ignore[arg-type]
+    try:
+        assert len(pipe.detect(frame.image)) == 1
+        assert len(pipe.detect(frame.image, (x + w // 3, y + h // 3, x + w // 2, y + h // 2))) == 1
+        assert pipe.detect(frame.image, (0, H - 8, 8, H)) == []  # a change far from the face
+    finally:
+        pipe.outputs.close()

@@ -40,7 +40,7 @@ from .synthetic import judged_label
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-STAGES = ("decode", "detect", "preprocess", "classify", "decide", "output", "other")
+STAGES = ("decode", "motion", "detect", "follow", "preprocess", "classify", "decide", "output", "other")
 """The worker's ``capture`` stage is the JPEG decode here: the source hands over encoded frames."""
 MIN_FACE_JUDGED = 48
 DOORWAY_ROI = (0.2, 0.0, 0.8, 1.0)
@@ -488,8 +488,8 @@ def tuning_variants(s: Settings) -> list[tuple[str, dict[str, Any]]]:
         out.append(("doorway ROI (middle 60% of the width)", {"detector.roi": DOORWAY_ROI}))
     if d.max_side > 320:
         out.append(("detector at 320 px", {"detector.max_side": 320}))
-    if d.every == 1:
-        out.append(("detect every 2nd frame", {"detector.every": 2}))
+    if d.every < 15:
+        out.append(("whole-frame search every 15th frame while following faces", {"detector.every": 15}))
     if len(out) > 1:
         allc: dict[str, Any] = {}
         for _, c in out:

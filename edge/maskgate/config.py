@@ -135,13 +135,25 @@ class DetectorConfig:
     nms_threshold: float = _opt(0.3, "detector non-maximum suppression threshold", _range(0.0, 1.0))
     max_side: int = _opt(640, "frames are downscaled to this longer side before detection",
                          _range(64, 4096))
+    face_px: int = _opt(40, "frames are also downscaled so a face of min_face pixels is this many pixels "
+                            "wide for the detector (0: only max_side limits the size); smaller is faster "
+                            "but misses more masked faces near min_face and moves boxes more", _range(0, 4096))
     upscale: float = _opt(1.0, "also search at this scale for small faces (1 disables)", _range(1.0, 4.0))
     min_face: int = _opt(48, "faces narrower than this many frame pixels are ignored", _range(0, 4096))
     roi: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0),
                                   "doorway region [x0, y0, x1, y1] as fractions of the frame; "
                                   "a face counts when its centre is inside", _roi)
-    every: int = _opt(1, "run the detector on every Nth frame and follow tracks in between "
-                         "(1: every frame)", _range(1, 30))
+    every: int = _opt(10, "while faces are tracked, search the whole frame on every Nth frame (a newcomer "
+                          "is found within N frames; the door opens only on a searched frame) and in "
+                          "between follow the tracked faces, classifying them on every frame (1: search "
+                          "the whole frame on every frame)", _range(1, 30))
+    moving_every: int = _opt(2, "while no face is tracked and the frame changes (see motion), search the "
+                                "whole frame on every Nth frame", _range(1, 30))
+    idle_every: int = _opt(10, "while no face is tracked and nothing changes, search the whole frame "
+                               "on every Nth frame anyway", _range(1, 1000))
+    motion: float = _opt(0.002, "the frame changed when more than this share of a tiny grayscale copy "
+                                "differs from the last searched frame (0: always; every frame is then "
+                                "searched while no face is tracked)", _range(0.0, 1.0))
 
 
 @dataclass(frozen=True)

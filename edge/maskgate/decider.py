@@ -5,7 +5,10 @@ bare or wrongly-worn votes deny it, and a full window with neither is ``uncertai
 neither opens nor alarms). Low-score verdicts, and faces the classifier only half-heartedly calls
 ``no_face``, are uncertain votes. The scene is allowed only when every track in the doorway is allowed;
 one denied track denies. An action (``open`` the door, sound the ``alarm``) fires once per person
-and again only after ``cooldown`` seconds of frame time.
+and again only after ``cooldown`` seconds of frame time. The door opens only on a frame whose whole
+doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
+an allow waits as ``checking`` with ``confirm`` set, so a newcomer who walked in since the last search
+is seen first; ``confirm`` is also set one masked vote ahead, so that search usually comes in time.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class Decision:
     active: bool = True
     """False when the mode is ``off`` or the schedule is outside its hours."""
     mode: str = "enforce"
+    confirm: bool = False
+    """Search the whole doorway on the next frame: the door would open (or may open with one more
+    masked vote), and this frame's doorway was not searched."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,13 @@ def vote(track: Track, s: DecisionSettings) -> tuple[str, str | None]:
     return "checking", None
 
 
+def one_vote_from_allow(track: Track, s: DecisionSettings) -> bool:
+    """Whether one more masked vote would allow the track (its newest vote is masked already)."""
+    masked = [label == "with_mask" and score >= s.mask_score for label, score in track.votes]
+    kept = masked[-(s.window - 1):] if s.window > 1 else []
+    return bool(masked) and masked[-1] and sum(kept) + 1 >= s.votes
+
+
 class Decider:
     """Turns live tracks into a Decision; the clock is the frames' own timestamps."""
 
@@ -108,7 +121,9 @@ class Decider:
     def fault(self, ts: float, reason: str, wall: float) -> Decision:
         return Decision(ts, "fault", reason, (), None, self.is_active(wall), self.settings.mode)
 
-    def decide(self, ts: float, tracks: list[Track], wall: float) -> Decision:
+    def decide(self, ts: float, tracks: list[Track], wall: float, *, searched: bool = True) -> Decision:
+        """The decision for a frame; ``searched`` says whether the whole doorway was searched for faces
+        on it (False on frames where only the tracked faces were followed)."""
         s = self.settings
         views = []
         states: list[tuple[Track, str, str | None]] = []
@@ -118,7 +133,7 @@ class Decider:
             if t.in_roi:
                 states.append((t, st, why))
         active = self.is_active(wall)
-        state, reason, trigger = "idle", None, None
+        state, reason, trigger, confirm = "idle", None, None, False
         if states:
             denied = [(t, why) for t, st, why in states if st == "deny"]
             if denied:
@@ -133,14 +148,22 @@ class Decider:
             elif all(st == "allow" for _, st, _ in states):
                 state = "allow"
                 if active and any(self._ready(t, "open", ts) for t, _, _ in states):
-                    trigger = "open"
-                    for t, _, _ in states:
-                        t.triggered["open"] = ts
+                    if not searched:
+                        state, confirm = "checking", True
+                    else:
+                        trigger = "open"
+                        for t, _, _ in states:
+                            t.triggered["open"] = ts
             elif any(st == "checking" for _, st, _ in states):
                 state = "checking"
+                # one more masked vote may open the door: have the next frame searched, so the door
+                # opens on time instead of a frame later
+                confirm = not searched and active and all(
+                    st == "allow" or (st == "checking" and one_vote_from_allow(t, s))
+                    for t, st, _ in states) and any(self._ready(t, "open", ts) for t, _, _ in states)
             else:
                 state = "uncertain"
-        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode)
+        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode, confirm)
 
     def _ready(self, track: Track, action: str, ts: float) -> bool:
         last = track.triggered.get(action)

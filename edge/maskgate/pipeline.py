@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
 from .crop import face_input
@@ -24,10 +25,11 @@ from .decider import Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, ModelError, SourceError
 from .events import FaceEvent, FrameResult, Observer
+from .follow import FaceFollower
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
-from .tracker import Observation, Tracker
+from .tracker import Observation, Track, Tracker, iou
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,12 @@ log = logging.getLogger(__name__)
 def detector_settings(s: Settings) -> DetectorSettings:
     d = s.detector
     return DetectorSettings(score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
-                            max_side=d.max_side, upscale=d.upscale, min_face=d.min_face)
+                            max_side=d.max_side, upscale=d.upscale, min_face=d.min_face, face_px=d.face_px)
+
+
+def build_cadence(s: Settings) -> Cadence:
+    d = s.detector
+    return Cadence(d.every, d.moving_every, d.idle_every, d.motion)
 
 
 def build_detector(s: Settings) -> FaceDetector:
@@ -58,6 +65,13 @@ def roi_pixels(roi: tuple[float, ...], width: int, height: int) -> tuple[int, in
 def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool:
     cx, cy = box[0] + box[2] / 2.0, box[1] + box[3] / 2.0
     return r[0] <= cx < r[2] and r[1] <= cy < r[3]
+
+
+AROUND_MARGIN = 0.15
+"""A search around a change reaches this share of the frame's longer side beyond it (a face only
+partly changed, e.g. a head turning, is still searched whole)."""
+AROUND_MAX_SHARE = 0.7
+"""A search around a change that would cover more than this share of the doorway searches all of it."""
 
 
 class Pipeline:
@@ -84,6 +98,8 @@ class Pipeline:
         self.tracker = Tracker(settings.decision.track_iou, settings.decision.track_timeout,
                                settings.decision.window)
         self.decider = Decider(settings.decision, settings.schedule)
+        self.cadence = build_cadence(settings)
+        self.follower = FaceFollower()
         self.outputs.mode = settings.decision.mode
         self.outputs.on_button.append(lambda: self.stats.count("button_presses"))
         self.outputs.on_pulse.append(lambda: self.stats.count("relay_pulses"))
@@ -92,7 +108,6 @@ class Pipeline:
         """Why a finite run ended early (camera, model), else None."""
         self._bad_streak = 0
         self._error_streak = 0
-        self._n = 0
         self._last_ts = 0.0
 
     def __repr__(self) -> str:
@@ -112,6 +127,8 @@ class Pipeline:
             log.warning("reload: [source] changes apply after a restart")
         if new.detector.model != old.detector.model or detector_settings(new) != detector_settings(old):
             self.detector = FaceDetector(detector_settings(new), new.detector.model or None)
+        if new.detector != old.detector:
+            self.cadence = build_cadence(new)
         if new.classifier != old.classifier:
             try:
                 self.classifier = build_classifier(new)
@@ -237,15 +254,24 @@ class Pipeline:
         self._publish(FrameResult(-1, wall, (), decision, self.outputs.snapshot()))
         self.last_decision = decision
 
-    def detect(self, img: np.ndarray) -> list[Face]:
-        """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched."""
+    def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None) -> list[Face]:
+        """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched,
+        and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there."""
         h, w = img.shape[:2]
         r = roi_pixels(self.settings.detector.roi, w, h)
-        if r == (0, 0, w, h):
-            return self.detector.detect(img)
         mx, my = int(0.1 * w), int(0.1 * h)
         x0, y0, x1, y1 = max(0, r[0] - mx), max(0, r[1] - my), min(w, r[2] + mx), min(h, r[3] + my)
-        faces = self.detector.detect(img[y0:y1, x0:x1])
+        if around is not None:
+            m = int(AROUND_MARGIN * max(w, h))
+            a = (max(x0, around[0] - m), max(y0, around[1] - m), min(x1, around[2] + m), min(y1, around[3] + m))
+            if a[2] - a[0] < 2 or a[3] - a[1] < 2:
+                return []
+            if (a[2] - a[0]) * (a[3] - a[1]) < AROUND_MAX_SHARE * (x1 - x0) * (y1 - y0):
+                x0, y0, x1, y1 = a
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            faces = self.detector.detect(img)
+        else:
+            faces = self.detector.detect(img[y0:y1, x0:x1])
         out = []
         for f in faces:
             box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
@@ -253,45 +279,83 @@ class Pipeline:
                 out.append(Face(box, f.score))
         return out
 
+    def follow(self, img: np.ndarray, ts: float, tracks: list[Track]) -> tuple[list[Face], bool]:
+        """Find each followed face again near its predicted place (``FaceFollower``).
+
+        Returns the faces found (centre in the doorway region, no duplicates) and whether any
+        followed face was lost (not found, or gone out of the region).
+        """
+        h, w = img.shape[:2]
+        r = roi_pixels(self.settings.detector.roi, w, h)
+        found: list[Face] = []
+        lost = False
+        for t in tracks:
+            hit = self.follower.find(t.id, img, t.predict(ts), known_speed=len(t.votes) > 1)
+            if hit is None or not in_roi(hit[0], r):
+                lost = True
+            elif all(iou(hit[0], f.box) < 0.5 for f in found):
+                found.append(Face(hit[0], hit[1]))
+        return found, lost
+
+    def observe(self, img: np.ndarray, faces: list[Face]) -> list[Observation]:
+        """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection."""
+        s = self.settings
+        obs: list[Observation] = []
+        t_pre = t_cls = 0.0
+        for f in faces:
+            t = time.perf_counter()
+            x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
+            t_pre += time.perf_counter() - t
+            t = time.perf_counter()
+            v = self.classifier.classify(x)
+            t_cls += time.perf_counter() - t
+            self.stats.score(v.label, v.score)
+            if v.label == "no_face" and v.score >= s.decision.no_face_score:
+                continue  # a detector false positive
+            obs.append(Observation(f.box, v.label, v.score))
+        if faces:
+            self.stats.stage("preprocess", t_pre)
+            self.stats.stage("classify", t_cls)
+        return obs
+
     def process(self, frame: Frame) -> FrameResult:
         s = self.settings
         ts, wall = frame.ts, frame.wall if frame.wall is not None else time.time()
-        self._last_ts = ts
         img = orient(frame.image, s.source.rotation, s.source.flip)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
             raise FrameError(f"frame {frame.index}: not a BGR uint8 image (shape {img.shape}, {img.dtype})")
-        faces: list[FaceEvent] = []
-        if self._n % s.detector.every == 0:
+        self.tracker.expire(ts)
+        followed = [tr for tr in self.tracker.tracks if tr.last_ts == self._last_ts]
+        self._last_ts = ts
+        t = time.perf_counter()
+        work = self.cadence.plan(img, bool(followed))
+        self.stats.stage("motion", time.perf_counter() - t)
+        if work == DETECT:
             t = time.perf_counter()
-            found = self.detect(img)
+            found = self.detect(img, self.cadence.region)
             self.stats.stage("detect", time.perf_counter() - t)
-            obs: list[Observation] = []
-            t_pre = t_cls = 0.0
-            for f in found:
-                t = time.perf_counter()
-                x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
-                t_pre += time.perf_counter() - t
-                t = time.perf_counter()
-                v = self.classifier.classify(x)
-                t_cls += time.perf_counter() - t
-                self.stats.score(v.label, v.score)
-                if v.label == "no_face" and v.score >= s.decision.no_face_score:
-                    continue  # a detector false positive
-                obs.append(Observation(f.box, v.label, v.score))
-            if found:
-                self.stats.stage("preprocess", t_pre)
-                self.stats.stage("classify", t_cls)
+        elif work == FOLLOW:
             t = time.perf_counter()
-            tracks = self.tracker.update(ts, obs)
-            faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
-                     if tr.last_ts == ts and tr.label in LABELS]
+            found, lost = self.follow(img, ts, followed)
+            self.stats.stage("follow", time.perf_counter() - t)
         else:
-            t = time.perf_counter()
-            self.tracker.expire(ts)
-            tracks = list(self.tracker.tracks)
-            faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks if tr.label in LABELS]
-        self._n += 1
-        decision = self.decider.decide(ts, tracks, wall)
+            found, lost = [], False
+        obs = self.observe(img, found)
+        if work == FOLLOW and (lost or len(obs) < len(found)):
+            self.cadence.search_next()
+        t = time.perf_counter()
+        tracks = self.tracker.update(ts, obs)
+        if work == DETECT:  # templates come from the detector's boxes only
+            for tr in tracks:
+                if tr.last_ts == ts:
+                    self.follower.remember(tr.id, img, tr.box)
+            self.follower.keep({tr.id for tr in tracks})
+        faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
+                 if tr.last_ts == ts and tr.label in LABELS]
+        whole = work == DETECT and self.cadence.region is None  # the whole doorway was searched
+        decision = self.decider.decide(ts, tracks, wall, searched=whole)
+        if decision.confirm:
+            self.cadence.search_next()
         self.stats.stage("decide", time.perf_counter() - t)
         t = time.perf_counter()
         self.outputs.apply(plan(decision, s.outputs.buzzer_mute))

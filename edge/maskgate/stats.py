@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .events import DecisionEvent
 
-STAGES = ("capture", "detect", "preprocess", "classify", "decide", "output")
+STAGES = ("capture", "motion", "detect", "follow", "preprocess", "classify", "decide", "output")
 """``capture`` includes waiting for the next frame (a live camera or a paced replay)."""
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
