@@ -258,11 +258,17 @@ class SyntheticDoor:
         fh, fw = face.shape[:2]
         tw, th = size, max(1, round(size * fh / fw))
         H, W = img.shape[:2]
-        # shoulders under the face
-        cv2.ellipse(img, (int(cx), int(cy + th * 0.5 + size * 0.55)), (int(size * 0.9), int(size * 0.6)),
-                    0, 180, 360, p.body, -1)
-        cv2.rectangle(img, (int(cx - size * 0.9), int(cy + th * 0.5 + size * 0.55)),
-                      (int(cx + size * 0.9), H), p.body, -1)
+        # A neck, then shoulders. The neck takes the colour of the forehead: shoulders drawn right
+        # under the chin read as a mask pulled down onto it (incorrect_mask) to any mask classifier.
+        chin = cy + th * 0.5
+        fy0, fy1, fx0, fx1 = int(fh * 0.15), max(int(fh * 0.3), int(fh * 0.15) + 1), int(fw * 0.35), \
+            max(int(fw * 0.65), int(fw * 0.35) + 1)
+        skin = tuple(int(v) for v in np.median(face[fy0:fy1, fx0:fx1].reshape(-1, 3), axis=0))
+        shoulders = int(chin + size * 0.95)
+        cv2.rectangle(img, (int(cx - size * 0.21), int(chin - size * 0.1)), (int(cx + size * 0.21), shoulders),
+                      skin, -1)
+        cv2.ellipse(img, (int(cx), shoulders), (int(size * 0.9), int(size * 0.6)), 0, 180, 360, p.body, -1)
+        cv2.rectangle(img, (int(cx - size * 0.9), shoulders), (int(cx + size * 0.9), H), p.body, -1)
         x0, y0 = int(round(cx - tw / 2)), int(round(cy - th / 2))
         x1, y1 = x0 + tw, y0 + th
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
