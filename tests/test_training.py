@@ -25,6 +25,10 @@ def test_tiny_training_through_int8_and_device_runtime(tmp_path: Path, faces_dir
     man = json.loads((out / "bundle" / "manifest.json").read_text())
     assert man["labels"] == ["with_mask", "without_mask", "incorrect_mask", "no_face"]
     assert man["input"]["dtype"] == "int8" and man["split"]["sha256"]
+    mm = man["metrics"]  # the headline numbers travel with the bundle
+    assert mm["test_split"]["balanced_accuracy_allow_deny"]["int8"] == \
+        round(m["test"]["int8"]["balanced_accuracy_allow_deny"], 4)
+    assert mm["scenes_test_half_int8"][">=48px"]["faces"] > 0 and mm["latency_ms_1thread"]["int8"] > 0
     clf = Classifier(out / "bundle")
     import numpy as np
     v = clf.classify(np.full(clf.input_spec.shape, 128, np.float32))

@@ -447,9 +447,46 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
             metrics["peer_aizoo_scenes_test_half"] = evaluate_peer_scenes(opts.peer, test_scenes)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+    add_manifest_metrics(bundle_dir, manifest_metrics(metrics))
     model.save(out / "model.keras")
     log.info("build %s done in %.0f s", opts.arch, time.time() - t_start)
     return metrics
+
+
+def manifest_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers a bundle carries in its manifest (the full set stays in metrics.json)."""
+    def pct(v: Any) -> float | None:
+        return None if v is None else round(float(v), 4)
+
+    t8, tf_ = m["test"]["int8"], m["test"]["float"]
+    out: dict[str, Any] = {
+        "test_split": {
+            "faces": t8["n"],
+            "balanced_accuracy_allow_deny": {"int8": pct(t8["balanced_accuracy_allow_deny"]),
+                                             "float": pct(tf_["balanced_accuracy_allow_deny"])},
+            "recall_int8": {lab: pct(r["value"]) for lab, r in t8["per_class_recall"].items()},
+            "wrong_allows_int8": t8["wrong_allow"],
+            "int8_float_agreement": pct(m.get("int8_float_agreement_faces")),
+        },
+        "latency_ms_1thread": {"int8": round(m["latency_ms_int8_1thread"], 3),
+                               "float": round(m["latency_ms_float_1thread"], 3)},
+        "epochs_run": m["epochs_run"],
+        "environment": m["environment"],
+    }
+    scenes = m.get("scenes_test_half", {}).get("int8")
+    if scenes:
+        out["scenes_test_half_int8"] = {k: {"faces": v["faces"], "right_decision": v["right_decision"]}
+                                        for k, v in scenes.items()}
+    return out
+
+
+def add_manifest_metrics(bundle_dir: Path, metrics: dict[str, Any]) -> None:
+    """Write the headline metrics into the bundle's manifest (the model file, and so its sha256,
+    is unchanged)."""
+    path = bundle_dir / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["metrics"] = metrics
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=False, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:
