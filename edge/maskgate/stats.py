@@ -44,6 +44,10 @@ class Stats:
         self.faults = 0
         self.reloads = 0
         self.button_presses = 0
+        self.converted_frames = 0
+        """Gray, 4-channel or 16-bit frames converted to BGR before processing."""
+        self.reopens = 0
+        """Times a failed live camera was reopened."""
         self.decisions: Counter[str] = Counter()
         self.triggers: Counter[str] = Counter()
         self.stages: dict[str, StageTime] = {s: StageTime() for s in STAGES}
@@ -82,6 +86,7 @@ class Stats:
                 "uptime_s": round(up, 3), "frames": self.frames, "dropped": self.dropped,
                 "bad_frames": self.bad_frames, "errors": self.errors, "faces": self.faces,
                 "faults": self.faults, "reloads": self.reloads, "button_presses": self.button_presses,
+                "converted_frames": self.converted_frames, "reopens": self.reopens,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),
                 "stages_ms": {k: {"mean": round(v.mean * 1e3, 3), "last": round(v.last * 1e3, 3),
