@@ -311,6 +311,8 @@ class FaultyCamera(ThreadedCapture):
         self.injector = injector or Injector()
         self.join_timeout = join_timeout
         self.opens = 0
+        self.open_attempts: list[float] = []
+        """Monotonic time of every open() call."""
         self.delivered = 0
         self.first_frame_after_open: float | None = None
         """Monotonic time the latest open's first frame was captured."""
@@ -321,6 +323,7 @@ class FaultyCamera(ThreadedCapture):
         return f"<FaultyCamera fps={self.fps} opens={self.opens} delivered={self.delivered} {self.injector!r}>"
 
     def open(self) -> None:
+        self.open_attempts.append(time.monotonic())
         if self.injector.take("camera_down") is not None:
             raise SourceError("injected: camera not found")
         if self._t0 is None:
@@ -335,10 +338,10 @@ class FaultyCamera(ThreadedCapture):
             time.sleep(wait)
         handle["next"] = max(handle["next"] + 1.0 / self.fps, time.monotonic())
         inj = self.injector
-        if inj.take("camera_down") is not None:
-            raise SourceError("injected: camera disconnected")
         if inj.take("camera_hang") is not None:
             inj.wait_while("camera_hang")  # stuck in the driver, deaf to close()
+        if inj.take("camera_down") is not None:
+            raise SourceError("injected: camera disconnected")
         assert self._t0 is not None
         index = int((time.monotonic() - self._t0) * self.fps)
         img = _image_of(self.render(index))
@@ -420,6 +423,73 @@ class SimCamera:
 
     def close(self) -> None:
         self._open = False
+
+
+class MjpegCamera:
+    """A network camera: an HTTP server streaming ``render(index)`` as MJPEG at ``fps`` (what many
+    IP cameras serve), for the product's real OpenCV/FFmpeg client. ``unplug()`` drops every
+    connection and stops listening; ``plug()`` listens again on the same port."""
+
+    def __init__(self, render: Callable[[int], Frame | np.ndarray | None], fps: float = 10.0,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.render = render
+        self.fps = fps
+        self.host = host
+        self.port = port
+        self.served = 0
+        self._server: Any = None
+        self._alive = threading.Event()
+        self._t0 = time.monotonic()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/stream.mjpg"
+
+    def __repr__(self) -> str:
+        return f"<MjpegCamera {self.url} {'up' if self._server else 'unplugged'} served={self.served}>"
+
+    def plug(self) -> MjpegCamera:
+        import http.server
+
+        camera = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                import cv2
+
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                next_t = time.monotonic()
+                try:
+                    while camera._alive.is_set():
+                        index = int((time.monotonic() - camera._t0) * camera.fps)
+                        ok, buf = cv2.imencode(".jpg", _image_of(camera.render(index)))
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                         % len(buf) + buf.tobytes() + b"\r\n")
+                        camera.served += 1
+                        next_t += 1.0 / camera.fps
+                        camera._alive.wait(max(0.0, next_t - time.monotonic()))
+                except OSError:
+                    pass
+
+        server = http.server.ThreadingHTTPServer((self.host, self.port), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._alive.set()
+        threading.Thread(target=server.serve_forever, name="mjpeg-camera", daemon=True).start()
+        self._server = server
+        return self
+
+    def unplug(self) -> None:
+        self._alive.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 # -- models --------------------------------------------------------------------------------------

@@ -360,7 +360,14 @@ class OpenCVSource(ThreadedCapture):
         return f"<OpenCVSource {self.device!r} dropped={self.dropped}>"
 
     def open(self) -> None:
-        cap = cv2.VideoCapture(self.device)
+        if isinstance(self.device, str) and "://" in self.device:
+            # A network camera through FFmpeg with bounded waits: without them an unreachable URL
+            # blocks open() for 30 s and a stalled stream blocks read() as long.
+            ms = int(self.frame_timeout * 1000)
+            cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2 * ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(self.device)
         if not cap.isOpened():
             raise SourceError(f"{self.device!r}: OpenCV cannot open this camera or stream")
         if isinstance(self.device, int):
