@@ -612,7 +612,8 @@ class FaultyPin(MockPin):
 
 class FaultyPinFactory(MockFactory):
     """gpiozero's MockFactory whose pins raise on write while the injector's ``gpio_busy`` is on
-    (``pin=name or BCM number``; ``level=0|1``: only writes of that level fail)."""
+    (``pin=`` or ``pins=`` names or BCM numbers, default every pin; ``level=0|1``: only writes of
+    that level fail)."""
 
     def __init__(self, injector: Injector | None = None, *, pins: Mapping[str, int] | None = None,
                  history: int | None = None) -> None:
@@ -626,9 +627,8 @@ class FaultyPinFactory(MockFactory):
         p = self.injector.active("gpio_busy")
         if p is None:
             return False
-        pin = p.get("pin")
-        number = self.names.get(pin, pin) if isinstance(pin, str) else pin
-        if number is not None and number != gpio:
+        pins = p.get("pins", [p["pin"]] if "pin" in p else None)
+        if pins is not None and gpio not in {self.names.get(x, x) if isinstance(x, str) else x for x in pins}:
             return False
         if "level" in p and bool(p["level"]) != level:
             return False

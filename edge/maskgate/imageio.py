@@ -118,6 +118,8 @@ def _header(buf: memoryview) -> tuple[str, tuple[int, int]] | None:
     """(format, (width, height)) from a PNG, JPEG, BMP or WebP header; None for anything else."""
     head = bytes(buf[:32])
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        if head[12:16] != b"IHDR":  # not a PNG header after all: let the decoder say so
+            return None
         return "png", (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))
     if head[:2] == b"BM" and len(head) >= 26:
         return "bmp", (abs(int.from_bytes(head[18:22], "little", signed=True)),
