@@ -111,7 +111,13 @@ def test_hung_camera_read_is_detected_reopened_with_backoff_and_decisions_resume
     scene = door(faces_dir, [["with_mask"], ["without_mask"]], seed=4, loop=True)
     cam = FaultyCamera(scene.frame, 10, injector=inj, frame_timeout=frame_timeout, join_timeout=0.3)
     cam.open()
-    gate = Gate(s, cam, *models)
+    delays: list[float] = []  # what the loop asks to wait between reopen attempts
+
+    def wait(seconds: float) -> bool:
+        delays.append(seconds)
+        return gate.pipeline.stop_wait(seconds)
+
+    gate = Gate(s, cam, *models, wait=wait)
     with gate:
         gate.recorder.wait_for(processed, 20)
         t_hang = time.monotonic()
@@ -130,13 +136,14 @@ def test_hung_camera_read_is_detected_reopened_with_backoff_and_decisions_resume
         assert resumed.t - cam.first_frame_after_open < 2.0  # decisions within 2 s of frames returning
         assert resumed.t - t_back < most + 2.0
         gate.recorder.wait_for(lambda r: r.decision.trigger is not None, 20, after=t_back)
+    assert len(delays) >= 4 and delays[:4] == [first, 2 * first, most, most], delays  # doubling, capped
+    assert set(delays[2:]) == {most}
     attempts = [t for t in cam.open_attempts if t > t_hang]
     gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
-    assert len(gaps) >= 3, attempts
-    assert gaps[0] < gaps[1] < gaps[2] + 0.05 and max(gaps) < most + 0.3 + 0.5, gaps  # doubling, capped
+    assert len(attempts) == len(delays) and max(gaps) < most + 1.0, gaps  # the waits were real
     assert cam.abandoned == 1 and gate.pipeline.stats.reopens == 1
     on, _off = FAULT_BLINK
-    assert red_high and all(abs(p - on) < 0.25 for p in red_high), red_high  # slow blink, not steady deny red
+    assert red_high and all(p < on + 0.5 for p in red_high), red_high  # short flashes, not a steady deny red
     outage = [e.result for e in gate.recorder.events if t_hang <= e.t <= t_back]
     assert outage and not any(r.outputs["relay"] for r in outage)
     assert not any(r.outputs["green"] for r in outage)

@@ -125,8 +125,8 @@ def test_the_fault_pattern_is_a_slow_red_blink_unlike_deny_s_steady_red() -> Non
         highs = high_periods(red)
         lows = [cur.timestamp for prev, cur in zip(red.states[1:], red.states[2:], strict=False)
                 if not prev.state and cur.state]
-        assert len(highs) >= 1 and all(abs(h - on) < 0.15 for h in highs), highs
-        assert lows and all(abs(low - off) < 0.3 for low in lows), lows
+        assert len(highs) >= 1 and all(abs(h - on) < 0.25 for h in highs), highs
+        assert lows and all(abs(low - off) < 0.5 for low in lows), lows
         assert levels(factory, GREEN)[-1] is False and levels(factory, RELAY) == [False, True, False]
         out.apply(Plan(red=True))  # a deny after the fault: steady red, the blink stops
         n = len(red.states)

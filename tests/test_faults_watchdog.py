@@ -180,7 +180,7 @@ def test_a_stuck_stage_stops_the_watchdog_feed_and_turns_the_relay_off(stuck: st
         assert t_bad - t_stuck < limit + 3.0
         assert not gate.outputs.relay_on and gate.outputs.fault_shown  # unhealthy: relay off, fault blink
         time.sleep(1.0)
-        assert listener.pings(t_bad + 0.1, time.monotonic()) == []  # systemd would restart us now
+        assert listener.pings(t_bad + 0.3, time.monotonic()) == []  # systemd would restart us now
         assert any(f"unhealthy: stage {stuck} running for" in m for m in listener.statuses())
         t_release = time.monotonic()
         if fault:
@@ -191,7 +191,7 @@ def test_a_stuck_stage_stops_the_watchdog_feed_and_turns_the_relay_off(stuck: st
         listener.wait_ping(t_release)  # healthy again (it was slow, not dead): feeding resumes
     notifier.close()
     relay = high_periods(gate.factory.pin(RELAY))
-    assert relay and relay[0] < t_bad - t_stuck + 0.5  # ended by the monitor, not by the 10 s pulse
+    assert relay and relay[0] < t_bad - t_stuck + 1.0  # ended by the monitor, not by the 10 s pulse
     assert any(m.startswith("STATUS=healthy") for m in listener.statuses())
 
 
@@ -204,18 +204,18 @@ def test_camera_retries_count_as_healthy_only_within_fault_grace(listener: Liste
     inj.start("camera_down")
     scene = door(faces_dir, [["with_mask"]], seed=8, loop=True)
     cam = FaultyCamera(scene.frame, 10, injector=inj, frame_timeout=1.0)
+    t0 = time.monotonic()
     gate = Gate(s, cam, *models)
     gate.pipeline.source_failed(SourceError("camera not found"))
     notifier = Notifier(str(listener.path), watchdog_usec=400_000)
     monitor = HealthMonitor(gate.health, notifier=notifier, on_unhealthy=lambda _why: gate.outputs.show_fault())
-    t0 = time.monotonic()
     with gate, monitor:
         t_bad = wait_until(lambda: monitor.unhealthy is not None, 10)
         assert "no frame processed for" in str(monitor.unhealthy)
-        assert grace <= t_bad - t0 < grace + 1.5
+        assert grace <= t_bad - t0 < grace + 2.0
         time.sleep(0.6)
         fed = listener.pings(t0, time.monotonic())
-        assert fed and max(fed) < t_bad + 0.1  # fed while retrying within the grace, then not
+        assert fed and max(fed) < t_bad + 0.3  # fed while retrying within the grace, then not
         assert len(cam.open_attempts) >= 3  # the retries went on all along
         inj.stop("camera_down")
         gate.recorder.wait_for(lambda r: r.frame >= 0, 10)

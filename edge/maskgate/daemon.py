@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
                             keep_images=keep_images, health=health)
         if camera_error is not None:
             pipeline.source_failed(camera_error)
-        monitor = HealthMonitor(health, notifier=notifier, on_unhealthy=lambda _why: outputs.show_fault())
+        monitor = HealthMonitor(health, notifier=notifier,
+                                on_unhealthy=lambda _why: outputs.show_fault(pipeline.decider.is_active(time.time())))
         with signal_handlers(pipeline):
             log.info("gate running: mode %s, source %r, %r", settings.decision.mode, src, detector)
             if notifier is not None:

@@ -168,10 +168,10 @@ class Injector:
     def __repr__(self) -> str:
         return f"<Injector active={sorted(self.active_kinds())} hits={dict(self.hits)}>"
 
-    def start(self, kind: str, **params: Any) -> None:
-        """Switch ``kind`` on (``count=n``: only for its next n hits)."""
+    def start(self, fault: str, /, **params: Any) -> None:
+        """Switch ``fault`` on with its parameters (``count=n``: only for its next n hits)."""
         with self._cond:
-            self._manual[kind] = dict(params)
+            self._manual[fault] = dict(params)
             self._cond.notify_all()
 
     def stop(self, kind: str) -> None:
