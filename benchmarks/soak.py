@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import sys
 import time
 import typing
 from collections import Counter
@@ -103,7 +104,8 @@ class Outcomes:
     """Per visitor: the last allow/deny their track reached (tracks matched to ground truth by IoU);
     and safety counters over every frame result."""
 
-    def __init__(self, cam: SimCamera, health: Health, warmup: int, width: int) -> None:
+    def __init__(self, cam: SimCamera, health: Health, warmup: int, width: int, name: str) -> None:
+        self.name = name
         self.cam = cam
         self.width = width
         self.health = health
@@ -125,6 +127,9 @@ class Outcomes:
             self.fault_reasons[str(d.reason)] += 1
             return
         self.frames += 1
+        if self.frames % 10_000 == 0:
+            print(f"[{self.name}] {self.frames} frames, {rss_mb():.1f} MB, "
+                  f"{time.perf_counter() - self.t0:.0f} s", file=sys.stderr, flush=True)
         if self.frames == 1:
             self.rss["start"] = rss_mb()
         elif self.frames == self.warmup:
@@ -170,7 +175,7 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
     assert isinstance(pin, FaultyPin)
     relay = Relay(pin, outputs)
     health = Health(s.health, s.source, clock=clock)
-    outcomes = Outcomes(cam, health, args.warmup, args.width)
+    outcomes = Outcomes(cam, health, args.warmup, args.width, "faults" if faulty else "baseline")
     p = Pipeline(s, cam, typing.cast(FaceDetector, det), typing.cast(Classifier, clf), outputs,
                  observers=[outcomes], health=health, clock=clock, wait=clock.wait)
     cam.open()

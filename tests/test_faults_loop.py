@@ -126,7 +126,7 @@ def test_hung_camera_read_is_detected_reopened_with_backoff_and_decisions_resume
         fault = gate.recorder.wait_for(lambda r: r.decision.state == "fault", 10, after=t_hang)
         assert fault.result.decision.reason == "camera" and not fault.result.outputs["relay"]
         assert fault.t - t_hang < frame_timeout + 1.5  # detected by the frame timeout, not by luck
-        time.sleep(2.5)  # reopen attempts back off meanwhile; the red LED blinks the fault pattern
+        time.sleep(1.6)  # reopen attempts back off meanwhile; the red LED blinks the fault pattern
         red_high = high_periods(gate.factory.pin(RED))
         inj.stop("camera_hang")  # the stuck read returns into its abandoned thread
         t_back = time.monotonic()

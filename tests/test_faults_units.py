@@ -165,8 +165,9 @@ def test_a_capture_thread_stuck_in_a_read_is_abandoned_and_never_feeds_the_next_
             cam.read()
     t = time.monotonic()
     cam.close()
-    assert cam.abandoned == 1 and time.monotonic() - t < 1.0
+    assert cam.abandoned == 1 and time.monotonic() - t < 2.0
     inj.stop("camera_hang")  # the old thread wakes up, sees its own stop flag, and leaves
+    cam.frame_timeout = 5.0  # from here on only the order of frames matters, not how late they are
     cam.open()
     frames = [cam.read() for _ in range(5)]
     assert all(f is not None for f in frames)
