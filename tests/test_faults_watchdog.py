@@ -249,3 +249,40 @@ def test_unit_restart_policy_is_safe_and_visible() -> None:
     # 2 s; the process is out well before systemd's SIGKILL
     assert src.frame_timeout + 2 + 5 < float(value("TimeoutStopSec"))
     assert "given up on" in unit and "reset-failed" in unit
+
+
+def test_the_daemon_starts_without_its_camera_reports_ready_and_picks_it_up(listener: Listener, faces_dir: Path,
+                                                                            yunet_path: Path) -> None:
+    """run_gate (what `maskgate run` calls): a camera missing at start is not a start failure. The
+    relay is driven off, READY=1 says the camera is missing, the watchdog is fed while it retries,
+    and the gate runs once the camera appears."""
+    from gpiozero.pins.mock import MockFactory
+
+    from maskgate.daemon import run_gate
+
+    s = settings(source={"frame_timeout": 1.0, "reopen_delay": 0.1, "reopen_max_delay": 0.3},
+                 detector={"model": str(yunet_path)})
+    inj = Injector()
+    inj.start("camera_down")
+    scene = door(faces_dir, [["with_mask"]], seed=5, loop=True)
+    cam = FaultyCamera(scene.frame, 10, injector=inj, frame_timeout=1.0)
+    factory = MockFactory()
+    notifier = Notifier(str(listener.path), watchdog_usec=400_000)
+    rc: list[int] = []
+    t = threading.Thread(target=lambda: rc.append(run_gate(s, pin_factory=factory, source=cam, notifier=notifier,
+                                                          max_frames=5)))
+    t0 = time.monotonic()
+    t.start()
+    try:
+        wait_until(lambda: any(m.startswith("READY=1") for _t, m in listener.got), 30)
+        ready = next(m for _t, m in listener.got if m.startswith("READY=1"))
+        assert "camera missing (retrying)" in ready
+        listener.wait_ping(t0)
+        time.sleep(0.5)
+        assert len(cam.open_attempts) >= 2 and factory.pin(RELAY).state is False
+    finally:
+        inj.stop("camera_down")
+        t.join(timeout=30)
+    notifier.close()
+    assert rc == [0] and cam.opens == 1
+    assert any(m.startswith("STOPPING=1") for _t, m in listener.got)
