@@ -85,6 +85,8 @@ class Relay:
         self.on_at: float | None = None
         self.longest_on = 0.0
         self.longest_after_request = 0.0
+        self.late: list[float] = []
+        """Per pulse: seconds the relay stayed on past its deadline (last request + pulse, or the cap)."""
         self.pulses = 0
         pin.on_change.append(self.changed)
 
@@ -95,9 +97,20 @@ class Relay:
         elif self.on_at is not None:
             self.longest_on = max(self.longest_on, t - self.on_at)
             last = self.outputs.last_pulse
+            s = self.outputs.settings
             if last is not None:
                 self.longest_after_request = max(self.longest_after_request, t - last)
+                deadline = min(last + s.relay_pulse, self.on_at + s.relay_max_on)
+                self.late.append(t - deadline)
             self.on_at = None
+
+    def summary(self) -> dict[str, Any]:
+        late = sorted(self.late)
+        pick = (lambda q: round(late[min(len(late) - 1, int(q * len(late)))], 3)) if late else (lambda q: None)
+        return {"pulses": self.pulses, "longest_on_s": round(self.longest_on, 3),
+                "longest_after_request_s": round(self.longest_after_request, 3),
+                "late_s": {"median": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
+                "late_over_0_2_s": sum(x > 0.2 for x in late)}
 
 
 class Outcomes:
@@ -117,6 +130,8 @@ class Outcomes:
         self.unhealthy = 0
         self.frames = 0
         self.fault_reasons: Counter[str] = Counter()
+        self.trend: list[tuple[int, float, float]] = []
+        """(frames, resident MB, 1-minute load average) every 10,000 frames."""
         self.rss: dict[str, float] = {}
         self.t0 = time.perf_counter()
 
@@ -128,7 +143,8 @@ class Outcomes:
             return
         self.frames += 1
         if self.frames % 10_000 == 0:
-            print(f"[{self.name}] {self.frames} frames, {rss_mb():.1f} MB, "
+            self.trend.append((self.frames, round(rss_mb(), 1), round(os.getloadavg()[0], 1)))
+            print(f"[{self.name}] {self.frames} frames, {rss_mb():.1f} MB, load {os.getloadavg()[0]:.1f}, "
                   f"{time.perf_counter() - self.t0:.0f} s", file=sys.stderr, flush=True)
         if self.frames == 1:
             self.rss["start"] = rss_mb()
@@ -195,10 +211,9 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
         "faults": st.faults, "reopens": st.reopens, "fault_reasons": dict(outcomes.fault_reasons),
         "write_errors": outputs.write_errors, "injected_hits": dict(inj.hits),
         "schedule": [(f.kind, f.start, f.end, f.params) for f in schedule],
-        "relay": {"pulses": relay.pulses, "longest_on_s": round(relay.longest_on, 3),
-                  "longest_after_request_s": round(relay.longest_after_request, 3),
-                  "pulse_s": s.outputs.relay_pulse, "max_on_s": s.outputs.relay_max_on,
+        "relay": {**relay.summary(), "pulse_s": s.outputs.relay_pulse, "max_on_s": s.outputs.relay_max_on,
                   "on_during_fault": outcomes.relay_on_in_fault},
+        "trend": outcomes.trend,
         "opens": outcomes.opens, "alarms": outcomes.alarms, "opens_with_bare_face": outcomes.open_with_bare_face,
         "unhealthy_frames": outcomes.unhealthy, "rss_mb": {k: round(v, 1) for k, v in outcomes.rss.items()},
         "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -249,6 +264,9 @@ def report(result: dict[str, Any], title: str) -> None:
     print(f"relay: {relay['pulses']} pulses, longest on {relay['longest_on_s']} s (max_on {relay['max_on_s']} s), "
           f"longest after its last request {relay['longest_after_request_s']} s (pulse {relay['pulse_s']} s + 0.2 s "
           f"allowed), on during a fault decision {relay['on_during_fault']}")
+    print(f"relay off after its deadline by: {relay['late_s']} s; {relay['late_over_0_2_s']} of {relay['pulses']} "
+          f"pulses more than 0.2 s late")
+    print("trend (frames, resident MB, load average): " + ", ".join(str(t) for t in r["trend"]))
     print(f"door: {r['opens']} opens ({r['opens_with_bare_face']} with a bare face in view), {r['alarms']} alarms; "
           f"frames judged unhealthy {r['unhealthy_frames']}")
     print(f"resident memory MB: {r['rss_mb']} (growth after warm-up "
@@ -280,7 +298,8 @@ def main() -> None:
         args.detector_model = str(SHARED / "models" / "face_detection_yunet_2023mar.onnx")
     print(f"soak: {args.frames} frames at 10 fps, {args.width}x{args.height}, seed {args.seed}, a fault every "
           f"{args.fault_every} s on average; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores (shared), python {platform.python_version()}")
+          f"{os.cpu_count()} cores (shared, load average {os.getloadavg()[0]:.1f} at start), "
+          f"python {platform.python_version()}")
     t0 = time.perf_counter()
     if args.jobs > 1:
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -297,7 +316,7 @@ def main() -> None:
     print("fault decisions by reason (faulty pass): " + json.dumps(soak["fault_reasons"], sort_keys=True))
     lost = compare(base, soak)
     print("visitor endings with faults vs without: " + json.dumps(lost, sort_keys=True))
-    print(f"total {time.perf_counter() - t0:.0f} s")
+    print(f"total {time.perf_counter() - t0:.0f} s, load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({"baseline": base, "faulty": soak, "compare": lost,
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
