@@ -16,10 +16,11 @@ from maskgate.config import DEFAULT_PINS, Settings
 from maskgate.detector import FaceDetector
 from maskgate.errors import ModelError
 from maskgate.events import DecisionEvent, DecisionEvents, FrameResult
+from maskgate.faults import FaultySource
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import load_scenes
-from maskgate.sources import FaultySource, FrameSource, ReplaySource
+from maskgate.sources import FrameSource, ReplaySource
 from maskgate.synthetic import SyntheticDoor
 
 # Face crops the synthetic door uses here: chosen once as crops where YuNet finds exactly one face
@@ -378,8 +379,8 @@ def test_demo_cli_events_and_source_that_fails_to_open(tmp_path: Path, faces_dir
     assert len(list((tmp_path / "ann").glob("*.jpg"))) == 25
 
 
-def test_a_malformed_frame_from_a_source_is_skipped(tmp_path: Path, detector: FaceDetector,
-                                                     classifier: Classifier) -> None:
+def test_a_malformed_frame_from_a_source_is_converted_or_skipped(tmp_path: Path, detector: FaceDetector,
+                                                                 classifier: Classifier) -> None:
     import numpy as np
 
     from maskgate.sources import Frame
@@ -396,16 +397,20 @@ def test_a_malformed_frame_from_a_source_is_skipped(tmp_path: Path, detector: Fa
 
         def read(self) -> Frame | None:
             self.i += 1
-            if self.i > 4:
+            if self.i > 5:
                 return None
-            img = np.zeros((60, 80), np.float32) if self.i == 2 else np.full((60, 80, 3), 90, np.uint8)
+            img = {2: np.zeros((60, 80), np.float32),  # a float gray frame: converted to BGR
+                   4: np.zeros((0, 80, 3), np.uint8)}.get(self.i)  # an empty one: skipped
+            if img is None:
+                img = np.full((60, 80, 3), 90, np.uint8)
             return Frame(img, self.i / 10, self.i)
 
         def close(self) -> None:
             pass
 
     r = run(settings(), Odd(), detector, classifier)
-    assert r.pipeline.stats.bad_frames == 1 and r.pipeline.stats.frames == 3 and r.pipeline.stats.errors == 0
+    st = r.pipeline.stats
+    assert st.bad_frames == 1 and st.converted_frames == 1 and st.frames == 4 and st.errors == 0
 
 
 class Searches:

@@ -11,8 +11,8 @@ import pytest
 
 from maskgate.config import SourceSettings
 from maskgate.errors import FrameError, SourceError
+from maskgate.faults import FaultySource
 from maskgate.sources import (
-    FaultySource,
     LatestFrame,
     OpenCVSource,
     Pacer,

@@ -165,6 +165,9 @@ def test_healthz_follows_the_camera(yunet_path: Path, faces_dir: Path) -> None:
         cam.mode = "hang"  # a read that never returns: stale after source.frame_timeout
         r = wait_until(lambda: (x := gate.get("/healthz")).text.startswith("stale") and x, what="stale")
         assert r.status == 503 and "source.frame_timeout is 0.5 s" in r.text
+        # past the read's own limit (frame_timeout plus a margin) the watchdog's judge calls it stuck
+        r = wait_until(lambda: (x := gate.get("/healthz")).text.startswith("stuck") and x, what="stuck")
+        assert r.status == 503 and "stage capture running" in r.text, r.text
         cam.mode = "ok"
 
 

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from .classifier import Classifier
 from .detector import DetectorSettings, FaceDetector
 from .errors import ImageError
-from .imageio import read_bgr
+from .imageio import read_image
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def iter_images(paths: list[Path]) -> Iterator[Path]:
+    """Files to classify: the paths given, and every file under a directory (sorted)."""
     for p in paths:
         if p.is_dir():
             yield from sorted(q for q in p.rglob("*") if q.is_file())
         else:
             yield p
+
+
+def classify_image(path: Path, det: FaceDetector, clf: Classifier) -> list[dict[str, Any]]:
+    """Every face of one image, boxes in the original image's pixels (a huge JPEG is decoded at
+    reduced size and detection downscales further; boxes are mapped back)."""
+    decoded = read_image(path)
+    img = decoded.image
+    faces: list[dict[str, Any]] = []
+    for face in det.detect(img):
+        v = clf.classify_face(img, face.box)
+        if v.label == "no_face":
+            continue
+        box = decoded.to_original(face.box)
+        faces.append({"box": [int(c) for c in box], "label": v.label, "score": round(v.score, 4)})
+    return faces
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,21 +62,16 @@ def run(args: argparse.Namespace) -> int:
     n_ok = n_bad = 0
     for path in iter_images(args.paths):
         try:
-            img = read_bgr(path)
-        except ImageError as exc:
+            faces = classify_image(path, det, clf)
+        except (ImageError, cv2.error, ValueError, MemoryError) as exc:  # one bad file, never the run
             n_bad += 1
+            msg = str(exc) if isinstance(exc, ImageError) else f"{path}: {type(exc).__name__}: {exc}"
             if args.json:
-                print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
+                print(json.dumps({"image": str(path), "error": msg}), flush=True)
             else:
-                print(f"{path}: error: {exc}", flush=True)
+                print(f"{path}: error: {msg}", flush=True)
             continue
         n_ok += 1
-        faces: list[dict[str, Any]] = []
-        for face in det.detect(img):
-            v = clf.classify_face(img, face.box)
-            if v.label == "no_face":
-                continue
-            faces.append({"box": [int(c) for c in face.box], "label": v.label, "score": round(v.score, 4)})
         if args.json:
             print(json.dumps({"image": str(path), "faces": faces}), flush=True)
         else:

@@ -120,7 +120,12 @@ class SourceSettings:
     loop: bool = _opt(False, "replay: start again at the end instead of stopping")
     frame_timeout: float = _opt(5.0, "live sources: seconds without a frame before the gate faults "
                                      "(reason camera) and reopens the camera", _range(0.1, 600.0))
-    max_bad_frames: int = _opt(10, "consecutive unreadable frames before the gate faults", _range(1, 10_000))
+    max_bad_frames: int = _opt(10, "consecutive unreadable frames before the gate faults (a live camera is then "
+                                   "reopened)", _range(1, 10_000))
+    reopen_delay: float = _opt(0.5, "live sources: seconds before the first attempt to reopen a failed camera; "
+                                    "the wait doubles after each failed attempt", _range(0.01, 600.0))
+    reopen_max_delay: float = _opt(5.0, "live sources: longest wait between camera reopen attempts, so a camera "
+                                        "that comes back is picked up at most this long after", _range(0.01, 600.0))
     faces: str = _opt("", "synthetic: folder with with_mask/, without_mask/, incorrect_mask/ face crops")
     people: int = _opt(1, "synthetic: at most this many people at the door at once", _range(1, 8))
     seed: int = _opt(0, "synthetic: random seed (same seed, same sequence)")
@@ -214,7 +219,8 @@ class PinSettings:
 class OutputSettings:
     """LEDs, buzzer, door relay and the staff button through gpiozero."""
 
-    pin_factory: str = _opt("", "gpiozero pin factory (lgpio, rpigpio, pigpio, native, mock); "
+    pin_factory: str = _opt("", "gpiozero pin factory (lgpio, rpigpio, pigpio, native, mock; journal: mock pins "
+                                "that append every write to $MASKGATE_PIN_JOURNAL, for fault tests); "
                                 "empty: $GPIOZERO_PIN_FACTORY, else gpiozero's default")
     relay_active_high: bool = _opt(True, "false for relay boards that switch on a low input")
     relay_pulse: float = _opt(5.0, "seconds the relay opens the door for", _range(0.1, 60.0))
@@ -326,6 +332,29 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """How the gate judges that it works. When a stage runs past its limit or no frame is processed
+    for too long, the relay goes off, the red LED shows the fault pattern and the systemd watchdog
+    is no longer fed, so systemd restarts the service."""
+
+    open_timeout: float = _opt(30.0, "seconds opening the camera may take", _range(0.1, 600.0))
+    detect_timeout: float = _opt(10.0, "seconds one face detection may take", _range(0.1, 600.0))
+    classify_timeout: float = _opt(5.0, "seconds one face classification may take", _range(0.1, 600.0))
+    output_timeout: float = _opt(2.0, "seconds one update of the LEDs, buzzer and relay may take", _range(0.1, 600.0))
+    loop_timeout: float = _opt(10.0, "seconds the rest of one loop iteration (decision, event observers, "
+                                     "config reload) may take", _range(0.1, 600.0))
+    fault_grace: float = _opt(300.0, "seconds without a processed frame (camera missing, every frame "
+                                     "unreadable, every inference failing) that still count as healthy while "
+                                     "the gate retries in-process; then the watchdog is no longer fed and "
+                                     "systemd restarts the service (0: retry in-process forever). Keep it above "
+                                     "StartLimitIntervalSec / StartLimitBurst (120 s in the shipped unit) so "
+                                     "an unplugged camera never exhausts systemd's start limit",
+                              _range(0.0, 86_400.0))
+    max_errors: int = _opt(10, "consecutive frames whose detection or classification failed before the gate "
+                               "faults (reason model)", _range(1, 10_000))
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration."""
 
@@ -339,6 +368,7 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings, metadata={"doc": "event log"})
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings, metadata={"doc": "snapshot-on-deny"})
     mqtt: MqttSettings = field(default_factory=MqttSettings, metadata={"doc": "MQTT"})
+    health: HealthSettings = field(default_factory=HealthSettings, metadata={"doc": "health and watchdog"})
 
 
 def _type_name(tp: Any) -> str:
@@ -440,6 +470,9 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
             if getattr(m, key):
                 problems.append(f"mqtt.{key}: only used with mqtt.tls = true; set tls = true or remove it "
                                 f"(got {_fmt(getattr(m, key))})")
+    if s.source.reopen_delay > s.source.reopen_max_delay:
+        problems.append(f"source.reopen_delay: must not exceed source.reopen_max_delay ({s.source.reopen_max_delay}) "
+                        f"(got {s.source.reopen_delay})")
     if s.source.type == "replay" and not s.source.device:
         problems.append("source.device: a replay source needs a folder or video file (got '')")
 

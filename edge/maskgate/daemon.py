@@ -1,5 +1,12 @@
 """Assemble and run one gate (shared by ``maskgate run`` and ``maskgate demo``), with signals:
-SIGTERM/SIGINT stop it (relay off first), SIGHUP reloads the config file between frames."""
+SIGTERM/SIGINT stop it (relay off first), SIGHUP reloads the config file between frames.
+
+Order matters for the door: the outputs come up first (relay driven off) before any model or the
+camera is loaded, so a daemon restarted after a crash takes the relay back at once. A live camera
+that cannot be opened at start is not a start failure: the gate reports ready, shows the fault and
+reopens it with backoff. A :class:`~maskgate.health.HealthMonitor` thread judges the loop and feeds
+the systemd watchdog only while it is healthy.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ from typing import Any
 
 from .clock import clock_synced as default_clock_synced
 from .config import Settings, load_config
-from .errors import ConfigFileError
+from .errors import ConfigFileError, SourceError
 from .eventlog import EventLog, events_dir, read_events, summarise
 from .events import DecisionEvent, DecisionEvents, Observer
+from .health import Health, HealthMonitor
 from .httpd import HttpServer, start_http
 from .mqtt import MqttPublisher
 from .outputs import Outputs
@@ -37,8 +45,10 @@ def signal_handlers(pipeline: Pipeline) -> Iterator[None]:
         yield
         return
 
+    outputs = getattr(pipeline.outputs, "unwrapped", pipeline.outputs)
+
     def stop(signum: int, _frame: Any) -> None:
-        pipeline.outputs.relay_off()
+        outputs.relay_off()
         log.warning("%s: stopping", signal.Signals(signum).name)
         pipeline.stop()
 
@@ -57,11 +67,22 @@ def signal_handlers(pipeline: Pipeline) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def reloader_for(path: Path | None) -> Callable[[], Settings]:
+def reloader_for(path: Path | None, notifier: Notifier | None = None) -> Callable[[], Settings]:
+    """Reads the config file again; under systemd it also says RELOADING=1, then READY=1 with the outcome."""
     def reload() -> Settings:
-        if path is None:
-            raise ConfigFileError("(none)", ["(file): started without a config file; nothing to reload"])
-        return load_config(path)
+        if notifier is not None:
+            notifier.reloading("reloading the configuration")
+        try:
+            if path is None:
+                raise ConfigFileError("(none)", ["(file): started without a config file; nothing to reload"])
+            new = load_config(path)
+        except Exception as exc:
+            if notifier is not None:
+                notifier.ready("reload failed, running configuration kept: " + str(exc).splitlines()[-1].strip())
+            raise
+        if notifier is not None:
+            notifier.ready("configuration reloaded")
+        return new
     return reload
 
 
@@ -145,9 +166,9 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
              on_http: Callable[[HttpServer], None] | None = None) -> int:
     """Build the outputs (relay off), models and source, run until stopped; 0 ok, 1 source failed.
 
-    With a ``notifier`` (systemd ``Type=notify``): READY=1 once outputs, models and source are up,
-    WATCHDOG=1 from the frame loop (only after a frame was processed, at most every half interval),
-    STOPPING=1 on the way out.
+    With a ``notifier`` (systemd ``Type=notify``): READY=1 once outputs and models are up (a live
+    camera may still be missing), WATCHDOG=1 from the health monitor while the loop is healthy,
+    RELOADING=1/READY=1 around a SIGHUP reload, STOPPING=1 on the way out.
 
     With ``[http] enabled``, the HTTP server starts right after the outputs (a busy port or a missing
     token fails the start before models load) and is handed to ``on_http``. Decisions go to the
@@ -156,9 +177,11 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
     and tells the status page whether the wall clock is set.
     """
     outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
+    log.info("outputs up, relay off; loading the models")
     src: FrameSource | None = None
     http: HttpServer | None = None
     reporting: Reporting | None = None
+    monitor: HealthMonitor | None = None
     stats = stats if stats is not None else Stats()
     clock = clock_synced or default_clock_synced
     try:
@@ -174,28 +197,41 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
         observers = [*reporting.observers, *(observers or [])]
         keep_images = keep_images or reporting.keep_images
         src = source or make_source(settings.source, realtime=realtime, visits=visits)
-        src.open()
+        camera_error: SourceError | None = None
+        try:
+            src.open()
+        except SourceError as exc:
+            if not src.live:
+                raise
+            camera_error = exc
         reporting.start()
-        if notifier is not None:
-            on_alive = _watchdog_feed(notifier, on_alive)
-        reloader = reloader_for(config_path)
+        reloader = reloader_for(config_path, notifier)
         if http is not None:
             observers = [*observers, http.board]
             keep_images = keep_images or http.board.keep_images
             reloader = http.board.watch_reloads(reloader)
+        health = Health(settings.health, settings.source)
         pipeline = Pipeline(settings, src, detector, classifier, outputs, stats=stats, observers=observers,
                             on_alive=on_alive, reloader=reloader, max_frames=max_frames,
-                            keep_images=keep_images)
+                            keep_images=keep_images, health=health)
         if http is not None:
             http.board.attach(pipeline)
+        if camera_error is not None:
+            pipeline.source_failed(camera_error)
+        monitor = HealthMonitor(health, notifier=notifier,
+                                on_unhealthy=lambda _why: outputs.show_fault(pipeline.decider.is_active(time.time())))
         with signal_handlers(pipeline):
             log.info("gate running: mode %s, source %r, %r", settings.decision.mode, src, detector)
             if notifier is not None:
-                notifier.ready(f"mode {settings.decision.mode}, {classifier.runtime}/{classifier.delegate}")
+                camera = "" if camera_error is None else ", camera missing (retrying)"
+                notifier.ready(f"mode {settings.decision.mode}, {classifier.runtime}/{classifier.delegate}{camera}")
+            monitor.start()
             pipeline.run()
         log.info("gate stopped: %s", json.dumps(pipeline.stats.snapshot()))
         return 1 if pipeline.failure else 0
     finally:
+        if monitor is not None:
+            monitor.close()
         outputs.close()
         if notifier is not None:
             notifier.stopping()
@@ -206,19 +242,3 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
         if http is not None:
             http.board.detach()
             http.close()
-
-
-def _watchdog_feed(notifier: Notifier, inner: Callable[[], None] | None) -> Callable[[], None]:
-    """Wrap the loop's liveness callback so it also feeds systemd's watchdog, rate-limited."""
-    interval = notifier.watchdog_interval()
-    last = [float("-inf")]
-
-    def alive() -> None:
-        if inner is not None:
-            inner()
-        now = time.monotonic()
-        if interval is not None and now - last[0] >= interval / 2:
-            last[0] = now
-            notifier.watchdog()
-
-    return alive

@@ -140,23 +140,47 @@ class DecisionEvents:
 
 
 class EventWriter:
-    """``--events FILE|-``: one JSON line per processed frame."""
+    """``--events FILE|-``: one JSON line per processed frame.
+
+    A file is written unbuffered, one ``write`` per line, so a failed write (a full disk: ENOSPC)
+    loses only that line and leaves nothing queued to grow. Failures are counted in ``errors`` and
+    logged once until a write works again; the loop goes on.
+    """
 
     def __init__(self, target: str | Path) -> None:
         self.target = str(target)
         self._own = self.target != "-"
-        self._fh: IO[str] = open(self.target, "a", encoding="utf-8") if self._own else sys.stdout
+        self._raw: IO[bytes] | None = open(self.target, "ab", buffering=0) if self._own else None
+        self.written = 0
+        self.errors = 0
+        self._failing = False
 
     def __repr__(self) -> str:
-        return f"<EventWriter {self.target}>"
+        return f"<EventWriter {self.target} written={self.written} errors={self.errors}>"
 
     def __call__(self, result: FrameResult) -> None:
-        self._fh.write(json.dumps(result.to_json()) + "\n")
-        self._fh.flush()
+        line = json.dumps(result.to_json()) + "\n"
+        try:
+            if self._raw is not None:
+                self._raw.write(line.encode())
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        except OSError as exc:
+            self.errors += 1
+            if not self._failing:
+                self._failing = True
+                log.error("events: cannot write to %s (%s); lines are dropped and counted until it works again",
+                          self.target, exc.strerror or exc)
+            return
+        self.written += 1
+        if self._failing:
+            self._failing = False
+            log.warning("events: writing to %s works again after %d lost line(s)", self.target, self.errors)
 
     def close(self) -> None:
-        if self._own and not self._fh.closed:
-            self._fh.close()
+        if self._raw is not None and not self._raw.closed:
+            self._raw.close()
 
 
 def describe(result: FrameResult) -> str:

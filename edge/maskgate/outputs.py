@@ -1,8 +1,13 @@
 """LEDs, buzzer, door relay and staff button as gpiozero devices on a configurable pin factory.
 
-The relay is off at start, goes off on every exit path (``close``), on a fault (``relay_off``),
-and after its pulse or its hard maximum on-time. The maximum is enforced by a thread on the
-monotonic clock, so it holds even when no frame ever arrives again.
+The relay is off at start, goes off on every exit path (``close``), on a fault (``relay_off``,
+``show_fault``), and after its pulse or its hard maximum on-time. The maximum is enforced by a
+thread on the monotonic clock, so it holds even when no frame ever arrives again. The relay has a
+lock of its own: a stuck or failing LED or buzzer write never delays the relay going off.
+
+A pin write that raises (a pin busy, a driver error) is logged once per device, counted in
+``write_errors`` and skipped; the other devices are still driven. A relay that cannot be switched
+off is retried by the safety thread every 50 ms until it can.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ BUZZ_PATTERNS: dict[str, tuple[float, float, int]] = {
     "incorrect_mask": (0.4, 0.2, 2),  # two long beeps: mask worn wrongly
 }
 """Buzzer (on seconds, off seconds, repeats) per deny reason."""
+
+FAULT_BLINK: tuple[float, float] = (0.3, 1.7)
+"""Red LED (on seconds, off seconds) while the gate is faulted: a slow blink, unlike deny's steady red."""
 
 
 def make_pin_factory(name: str = "") -> Any:
@@ -61,9 +69,18 @@ class Outputs:
         self.mode = mode
         self._clock = clock
         self._lock = threading.RLock()
+        """Guards the relay and its timer only."""
+        self._led_lock = threading.RLock()
+        """Guards the LEDs and the buzzer."""
         self._deadline: float | None = None
         self._on_since: float | None = None
         self._closed = False
+        self.last_pulse: float | None = None
+        """Clock time of the last relay pulse request."""
+        self.write_errors = 0
+        self._failing: set[str] = set()
+        self.fault_shown = False
+        """True while the red LED shows the fault pattern."""
         self.button_presses = 0
         self.on_button: list[Callable[[], None]] = []
         self.pulses = 0
@@ -92,7 +109,26 @@ class Outputs:
         if self._closed:
             return "<Outputs closed>"
         s = self.snapshot()
-        return "<Outputs " + " ".join(f"{k}={'on' if v else 'off'}" for k, v in s.items()) + f" mode={self.mode}>"
+        extra = " FAULT" if self.fault_shown else ""
+        extra += f" write_errors={self.write_errors}" if self.write_errors else ""
+        return ("<Outputs " + " ".join(f"{k}={'on' if v else 'off'}" for k, v in s.items())
+                + f" mode={self.mode}{extra}>")
+
+    def _write(self, name: str, action: Callable[[], object]) -> bool:
+        """Run one device write; a raising write is logged once per device, counted and skipped."""
+        try:
+            action()
+        except Exception as exc:  # gpiozero and its backends raise many kinds
+            self.write_errors += 1
+            if name not in self._failing:
+                self._failing.add(name)
+                log.error("%s: pin write failed (%s: %s); skipped and retried on the next update", name,
+                          type(exc).__name__, exc)
+            return False
+        if name in self._failing:
+            self._failing.discard(name)
+            log.warning("%s: pin writes work again", name)
+        return True
 
     def configure(self, settings: OutputSettings, mode: str) -> None:
         """Apply timing, mute and mode changes; pins and pin factory need a restart."""
@@ -121,12 +157,15 @@ class Outputs:
             if self._closed:
                 return
             now = self._clock()
+            self.last_pulse = now
             if not self.relay.value:
+                if not self._write("relay", self.relay.on):
+                    return
                 self._on_since = now
-                self.relay.on()
                 started = True
                 self.pulses += 1
-            assert self._on_since is not None
+            if self._on_since is None:
+                self._on_since = now
             d = self.settings.relay_pulse if duration is None else duration
             self._deadline = min(now + d, self._on_since + self.settings.relay_max_on)
             log.info("relay on until +%.1f s", self._deadline - now)
@@ -145,10 +184,14 @@ class Outputs:
         with self._lock:
             if self._closed:
                 return
-            if self.relay.value:
-                log.info("relay off")
-            self.relay.off()
-            self._deadline = self._on_since = None
+            was_on = bool(self.relay.value)
+            if self._write("relay", self.relay.off):
+                if was_on:
+                    log.info("relay off")
+                self._deadline = self._on_since = None
+            else:  # still on: the safety thread retries at once and keeps retrying
+                self._deadline = self._clock()
+                self._wake.set()
 
     def safety_check(self) -> None:
         """Turn the relay off if its time is up (called by the safety thread; tests may call it)."""
@@ -161,9 +204,9 @@ class Outputs:
             limit = self._on_since + self.settings.relay_max_on
             deadline = limit if self._deadline is None else min(self._deadline, limit)
             if now >= deadline:
-                log.info("relay off after %.2f s", now - self._on_since)
-                self.relay.off()
-                self._deadline = self._on_since = None
+                if self._write("relay", self.relay.off):
+                    log.info("relay off after %.2f s", now - self._on_since)
+                    self._deadline = self._on_since = None
 
     def _safety_loop(self) -> None:
         while not self._closed:
@@ -179,26 +222,53 @@ class Outputs:
 
     # -- lights, buzzer, button ------------------------------------------------------------------
     def apply(self, plan: Plan) -> None:
-        with self._lock:
+        """Show a decision's plan. Each device is written on its own: one failing pin skips only itself."""
+        if self._closed:
+            return
+        if plan.relay_off:
+            self.relay_off()
+        with self._led_lock:
             if self._closed:
                 return
-            if plan.relay_off:
-                self.relay_off()
-            self.green.value = plan.green
-            self.red.value = plan.red
+            self.fault_shown = False
+            self._write("green", lambda: setattr(self.green, "value", plan.green))
+            self._write("red", lambda: setattr(self.red, "value", plan.red))
             if plan.buzz and not self.settings.buzzer_mute:
                 on, off, n = BUZZ_PATTERNS.get(plan.buzz, BUZZ_PATTERNS["without_mask"])
-                self.buzzer.beep(on_time=on, off_time=off, n=n, background=True)
-            if plan.pulse:
-                self.pulse()
+                self._write("buzzer", lambda: self.buzzer.beep(on_time=on, off_time=off, n=n, background=True))
+        if plan.pulse:
+            self.pulse()
+
+    def show_fault(self, active: bool = True) -> None:
+        """The gate cannot decide: relay off first, green and buzzer off, the red LED's slow fault blink
+        (all dark when the gate is inactive). Safe to call repeatedly and from any thread."""
+        self.relay_off()
+        if not self._led_lock.acquire(timeout=1.0):  # a stuck LED write must not stall the caller
+            log.error("LEDs busy for 1 s; fault pattern not shown")
+            return
+        try:
+            if self._closed or (self.fault_shown and active):
+                return
+            self._write("green", self.green.off)
+            self._write("buzzer", self.buzzer.off)
+            if active:
+                on, off = FAULT_BLINK
+                self._write("red", lambda: self.red.blink(on_time=on, off_time=off, background=True))
+            else:
+                self._write("red", self.red.off)
+            self.fault_shown = active
+        finally:
+            self._led_lock.release()
 
     def safe(self) -> None:
         """Everything off: relay first."""
-        with self._lock:
-            self.relay_off()
+        self.relay_off()
+        with self._led_lock:
             if not self._closed:
-                self.buzzer.off()
-                self.green.off()
+                self.fault_shown = False
+                self._write("buzzer", self.buzzer.off)
+                self._write("green", self.green.off)
+                self._write("red", self.red.off)
 
     def _pressed(self) -> None:
         self.button_presses += 1
@@ -221,7 +291,10 @@ class Outputs:
             if self._closed:
                 return
             try:
-                self.relay.off()
+                for _ in range(3):  # a busy pin gets two more tries before the devices are released
+                    if self._write("relay", self.relay.off):
+                        break
+                    time.sleep(0.02)
             finally:
                 self._closed = True
                 self._deadline = self._on_since = None

@@ -1,9 +1,11 @@
 """The gate's loop: newest frame → faces in the doorway → verdicts → tracks → decision → outputs.
 
-The loop is the only place that knows every stage. It never dies on one bad frame (skipped and
-counted), turns a failing camera or model into a ``fault`` decision (relay off), applies a
-reloaded configuration between frames, feeds ``on_alive`` once per iteration, and tells its
-observers about every processed frame.
+The loop is the only place that knows every stage. It never dies on one bad frame or one failed
+inference (skipped and counted; gray, 4-channel and 16-bit frames are converted), turns a failing
+camera or model into a ``fault`` decision (relay off, red LED fault pattern), reopens a failed live
+camera with exponential backoff, applies a reloaded configuration between frames, calls
+``on_alive`` once per frame read, and tells its observers about every processed frame. It marks
+each stage it is in on its :class:`~maskgate.health.Health`, which judges whether it is stuck.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from .config import LABELS, Settings
 from .crop import face_input
 from .decider import Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
-from .errors import ConfigError, FrameError, MaskgateError, ModelError, SourceError
+from .errors import ConfigError, FrameError, MaskgateError, SourceError
 from .events import FaceEvent, FrameResult, Observer
 from .follow import FaceFollower
+from .health import Health, watched
+from .imageio import to_bgr
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
@@ -81,12 +85,17 @@ class Pipeline:
                  classifier: Classifier, outputs: Outputs, *, stats: Stats | None = None,
                  observers: list[Observer] | None = None, on_alive: Callable[[], None] | None = None,
                  reloader: Callable[[], Settings] | None = None, max_frames: int | None = None,
-                 keep_images: bool = False) -> None:
+                 keep_images: bool = False, health: Health | None = None,
+                 clock: Callable[[], float] = time.monotonic, wait: Callable[[float], bool] | None = None) -> None:
         self.settings = settings
+        self.health = health or Health(settings.health, settings.source, clock=clock)
+        self.clock = clock
+        self.wait = wait or self.stop_wait
+        """Waits between camera reopen attempts; True when the gate was stopped meanwhile."""
         self.source = source
-        self.detector = detector
-        self.classifier = classifier
-        self.outputs = outputs
+        self.detector = watched(detector, self.health, "detect")
+        self.classifier = watched(classifier, self.health, "classify")
+        self.outputs = watched(outputs, self.health, "output")
         self.stats = stats or Stats()
         self.observers: list[Observer] = list(observers or [])
         self.on_alive = on_alive
@@ -106,8 +115,14 @@ class Pipeline:
         self.last_decision: Decision | None = None
         self.failure: str | None = None
         """Why a finite run ended early (camera, model), else None."""
+        self.faulted: str | None = None
+        """The reason of the fault the gate is in (camera, frames, model), else None."""
+        self._fault_since = 0.0
+        self._reopen = False
         self._bad_streak = 0
         self._error_streak = 0
+        self._inferred = False
+        """Whether the last processed frame ran a model (the cadence skips some frames)."""
         self._last_ts = 0.0
 
     def __repr__(self) -> str:
@@ -116,6 +131,16 @@ class Pipeline:
     # -- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
         self.stop_event.set()
+
+    def stop_wait(self, seconds: float) -> bool:
+        return self.stop_event.wait(seconds)
+
+    def source_failed(self, exc: BaseException) -> None:
+        """The source failed before the loop started (a camera missing at boot): fault now, and
+        the loop starts by reopening it with backoff."""
+        log.error("frame source failed: %s", exc)
+        self.fault("camera")
+        self._reopen = True
 
     def request_reload(self) -> None:
         self.reload_requested.set()
@@ -126,12 +151,13 @@ class Pipeline:
         if new.source != old.source:
             log.warning("reload: [source] changes apply after a restart")
         if new.detector.model != old.detector.model or detector_settings(new) != detector_settings(old):
-            self.detector = FaceDetector(detector_settings(new), new.detector.model or None)
+            self.detector = watched(FaceDetector(detector_settings(new), new.detector.model or None),
+                                    self.health, "detect")
         if new.detector != old.detector:
             self.cadence = build_cadence(new)
         if new.classifier != old.classifier:
             try:
-                self.classifier = build_classifier(new)
+                self.classifier = watched(build_classifier(new), self.health, "classify")
             except MaskgateError as exc:
                 log.error("reload: classifier not changed: %s", exc)
                 new = dataclasses.replace(new, classifier=old.classifier)
@@ -139,6 +165,7 @@ class Pipeline:
         self.tracker.configure(d.track_iou, d.track_timeout, d.window)
         self.decider.configure(d, new.schedule)
         self.outputs.configure(new.outputs, d.mode)
+        self.health.configure(new.health, old.source)
         self.settings = new
         log.info("configuration reloaded: mode %s, votes %d/%d, cooldown %.1f s",
                  d.mode, d.votes, d.window, d.cooldown)
@@ -164,9 +191,13 @@ class Pipeline:
             while not self.stop_event.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
-                    self._reload()
-                if not self.step():
+                    with self.health.stage("reload"):
+                        self._reload()
+                if self._reopen and not self._recover_source():
                     break
+                with self.health.stage("loop"):
+                    if not self.step():
+                        break
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
                     break
         finally:
@@ -181,76 +212,153 @@ class Pipeline:
                 log.exception("on_alive callback failed")
 
     def step(self) -> bool:
-        """One iteration; False when the source has ended or failed for good."""
+        """Read and process one frame; False when a finite source has ended or failed for good.
+
+        A live source that fails is marked for reopening (``run`` does it before the next step)."""
         t0 = time.perf_counter()
         try:
-            frame = self.source.read()
-        except FrameError as exc:
-            self._alive()
-            self.stats.count("bad_frames")
-            self._bad_streak += 1
-            log.warning("skipping frame: %s", exc)
-            if self._bad_streak >= self.settings.source.max_bad_frames:
-                self.fault("frames")
-            return True
+            with self.health.stage("capture"):
+                frame = self.source.read()
+            if frame is not None:
+                frame = self._usable(frame)
         except SourceError as exc:
             self._alive()
             log.error("frame source failed: %s", exc)
             self.fault("camera")
-            return self._recover_source()
+            if not getattr(self.source, "live", False):
+                self.failure = "camera"
+                return False
+            self._reopen = True
+            return True
+        except Exception as exc:  # FrameError, or a source bug: one frame, never the gate
+            self._alive()
+            self._bad_frame(exc)
+            return True
         finally:
             self.stats.dropped = int(getattr(self.source, "dropped", 0))
         self.stats.stage("capture", time.perf_counter() - t0)
         if frame is None:
             return False
-        self._bad_streak = 0
+        if self._bad_streak:
+            log.warning("frames readable again after %d bad frame(s)", self._bad_streak)
+            self._bad_streak = 0
         try:
             self.process(frame)
-            self._error_streak = 0
-        except FrameError as exc:
-            self.stats.count("bad_frames")
-            log.warning("skipping frame: %s", exc)
-        except ModelError as exc:
-            log.error("classifier failed: %s", exc)
-            self.stats.count("errors")
-            self.fault("model")
-        except Exception:  # one frame must never kill the gate
-            log.exception("frame %d: processing failed; skipped", frame.index)
-            self.stats.count("errors")
-            self._error_streak += 1
-            if self._error_streak >= self.settings.source.max_bad_frames:
-                self.fault("model")
+        except Exception as exc:  # one frame must never kill the gate
+            self._failed_frame(frame, exc)
+        else:
+            self.health.frame_done()
+            if not self._inferred and self._error_streak:
+                self._alive()  # a frame the cadence let pass without a model proves nothing about them
+                return True
+            if self._error_streak:
+                log.warning("processing works again after %d failed frame(s)", self._error_streak)
+                self._error_streak = 0
+            if self.faulted is not None:
+                log.warning("fault (%s) over after %.1f s: deciding again", self.faulted,
+                            self.clock() - self._fault_since)
+                self.faulted = None
         self._alive()
         return True
 
+    def _usable(self, frame: Frame) -> Frame:
+        """The frame as 3-channel BGR uint8 (gray, 4-channel and 16-bit converted), or FrameError."""
+        img = frame.image
+        if not isinstance(img, np.ndarray) or img.size == 0 or img.ndim not in (2, 3) or min(img.shape[:2]) < 8:
+            shape = getattr(img, "shape", None)
+            raise FrameError(f"frame {frame.index}: empty or not an image (shape {shape})")
+        if img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
+            return frame
+        try:
+            bgr = to_bgr(img)
+        except Exception as exc:  # cv2.error for dtypes it cannot convert
+            raise FrameError(f"frame {frame.index}: cannot convert a {img.dtype} image of shape {img.shape} "
+                             f"to BGR ({exc})") from exc
+        if bgr.ndim != 3 or bgr.shape[2] != 3:
+            raise FrameError(f"frame {frame.index}: not a color or gray image (shape {img.shape})")
+        self.stats.count("converted_frames")
+        return dataclasses.replace(frame, image=bgr)
+
+    def _bad_frame(self, exc: BaseException) -> None:
+        self.stats.count("bad_frames")
+        self._bad_streak += 1
+        if self._bad_streak == 1 or self._bad_streak % 100 == 0:
+            if isinstance(exc, FrameError):
+                log.warning("skipping frame: %s (%d in a row)", exc, self._bad_streak)
+            else:
+                log.error("skipping frame: the source raised %s: %s (%d in a row)", type(exc).__name__, exc,
+                          self._bad_streak)
+        if self._bad_streak >= self.settings.source.max_bad_frames:
+            self.fault("frames")
+            if getattr(self.source, "live", False) and self._bad_streak == self.settings.source.max_bad_frames:
+                self._reopen = True  # a camera that only sends garbage may recover when reopened
+
+    def _failed_frame(self, frame: Frame, exc: BaseException) -> None:
+        if isinstance(exc, FrameError):
+            self.stats.count("bad_frames")
+            log.warning("skipping frame: %s", exc)
+            return
+        self.stats.count("errors")
+        self._error_streak += 1
+        self.cadence.search_next()  # the tracks missed this frame: search the whole doorway next
+        if self._error_streak == 1 or self._error_streak % 100 == 0:
+            log.error("frame %d: processing failed (%s: %s); skipped (%d in a row)", frame.index,
+                      type(exc).__name__, exc, self._error_streak)
+            if self._error_streak == 1:
+                log.debug("traceback of the failed frame", exc_info=exc)
+        if self._error_streak >= self.settings.health.max_errors:
+            self.fault("model")
+
     def _recover_source(self) -> bool:
-        if not getattr(self.source, "live", False):
-            self.failure = "camera"
-            return False
-        delay = min(5.0, self.settings.source.frame_timeout)
+        """Reopen the live source with exponential backoff until it opens or the gate stops.
+
+        The relay stays off and the red LED shows the fault pattern meanwhile (``fault`` did that).
+        Each attempt is a marked stage (backoff wait, open), so a reopen that hangs is judged stuck;
+        attempts that fail quickly are progress, healthy for ``health.fault_grace`` seconds."""
+        self._reopen = False
+        s = self.settings.source
+        delay = s.reopen_delay
+        attempts = 0
+        down_since = self.clock()
         while not self.stop_event.is_set():
+            with self.health.stage("open"):
+                try:
+                    self.source.close()
+                except Exception:
+                    log.exception("closing the frame source failed")
+            self.health.note_stuck_reads(int(getattr(self.source, "abandoned", 0)))
+            with self.health.stage("backoff"):
+                if self.wait(delay):
+                    return False
+            attempts += 1
             try:
-                self.source.close()
-            except Exception:
-                log.exception("closing the source failed")
-            if self.stop_event.wait(delay):
-                return False
-            try:
-                self.source.open()
-                self.stats.count("camera_reconnects")
-                log.info("frame source reopened")
-                return True
-            except SourceError as exc:
-                log.warning("frame source still failing: %s", exc)
-                self._alive()
+                with self.health.stage("open"):
+                    self.source.open()
+            except Exception as exc:  # SourceError, or whatever a camera stack raises
+                if attempts == 1 or attempts % 10 == 0:
+                    log.warning("frame source still failing after %d attempt(s) (%s); next try in %.1f s",
+                                attempts, exc, min(delay * 2, s.reopen_max_delay))
+                delay = min(delay * 2, s.reopen_max_delay)
+                continue
+            self.stats.count("camera_reconnects")
+            log.warning("frame source reopened after %d attempt(s), %.1f s", attempts, self.clock() - down_since)
+            return True
         return False
 
     def fault(self, reason: str) -> None:
-        """Report a fault decision and make the outputs safe (relay off)."""
+        """Make the outputs safe (relay off, red LED fault pattern) and report a fault decision once
+        per fault (a repeated call only re-asserts the safe outputs)."""
+        active = self.decider.is_active(time.time())
+        self.outputs.show_fault(active)
+        if self.faulted == reason:
+            return
         wall = time.time()
+        if self.faulted is None:
+            self._fault_since = self.clock()
+        self.faulted = reason
         decision = self.decider.fault(self._last_ts, reason, wall)
-        self.outputs.apply(plan(decision, self.settings.outputs.buzzer_mute))
         self.stats.fault()
+        log.error("fault (%s): relay off, red LED fault pattern", reason)
         self._publish(FrameResult(-1, wall, (), decision, self.outputs.snapshot()))
         self.last_decision = decision
 
@@ -340,6 +448,7 @@ class Pipeline:
             self.stats.stage("follow", time.perf_counter() - t)
         else:
             found, lost = [], False
+        self._inferred = work == DETECT or bool(found)
         obs = self.observe(img, found)
         if work == FOLLOW and (lost or len(obs) < len(found)):
             self.cadence.search_next()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -275,10 +275,18 @@ class LatestFrame:
 
 
 class ThreadedCapture:
-    """Base of live sources: a daemon thread grabs frames into a ``LatestFrame`` slot."""
+    """Base of live sources: a daemon thread grabs frames into a ``LatestFrame`` slot.
+
+    ``read`` waits at most ``frame_timeout`` for a frame, so a camera whose driver hangs in a read
+    becomes a ``SourceError`` for the loop. Each ``open`` starts a capture thread with its own slot
+    and stop flag, so a thread that wakes up after it was given up on cannot feed the next one. A
+    thread still stuck ``join_timeout`` seconds after ``close`` is abandoned (counted in
+    ``abandoned``) and its device handle is not released under it.
+    """
 
     live = True
     name = "camera"
+    join_timeout = 2.0
 
     def __init__(self, frame_timeout: float = 5.0) -> None:
         self.frame_timeout = frame_timeout
@@ -286,37 +294,54 @@ class ThreadedCapture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index = 0
+        self._dropped_before = 0
+        self.abandoned = 0
+        """Capture threads given up on while stuck in a read (each holds its device handle)."""
 
     @property
     def dropped(self) -> int:
-        return self._slot.dropped
+        return self._dropped_before + self._slot.dropped
 
-    def _start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+    def _start(self, handle: Any) -> None:
+        """Start a capture thread reading from ``handle`` (the device object this open created)."""
+        self._dropped_before += self._slot.dropped
+        self._slot, self._stop = LatestFrame(), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(handle, self._slot, self._stop),
+                                        name=f"capture-{self.name}", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, handle: Any, slot: LatestFrame, stop: threading.Event) -> None:
         try:
-            while not self._stop.is_set():
-                img = self._grab()
-                self._slot.put(Frame(img, time.monotonic(), self._index, wall=time.time()))
+            while not stop.is_set():
+                img = self._grab(handle)
+                if stop.is_set():
+                    break
+                slot.put(Frame(img, time.monotonic(), self._index, wall=time.time()))
                 self._index += 1
         except Exception as exc:  # any capture failure becomes a SourceError for the loop
-            log.warning("%s capture stopped: %s", self.name, exc)
-            self._slot.fail(exc)
+            if not stop.is_set():
+                log.warning("%s capture stopped: %s", self.name, exc)
+                slot.fail(exc)
 
-    def _grab(self) -> np.ndarray:
+    def _grab(self, handle: Any) -> np.ndarray:
         raise NotImplementedError
 
     def read(self) -> Frame | None:
         return self._slot.take(self.frame_timeout)
 
-    def _join(self) -> None:
+    def _join(self) -> bool:
+        """Stop the capture thread; False when it is stuck in a read (then keep its handle alive)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.join(timeout=self.join_timeout)
+        if thread.is_alive():
+            self.abandoned += 1
+            log.error("%s: a camera read has not returned for %.1f s; abandoning that capture thread and its "
+                      "device handle (%d so far)", self.name, self.join_timeout, self.abandoned)
+            return False
+        return True
 
 
 class OpenCVSource(ThreadedCapture):
@@ -335,7 +360,14 @@ class OpenCVSource(ThreadedCapture):
         return f"<OpenCVSource {self.device!r} dropped={self.dropped}>"
 
     def open(self) -> None:
-        cap = cv2.VideoCapture(self.device)
+        if isinstance(self.device, str) and "://" in self.device:
+            # A network camera through FFmpeg with bounded waits: without them an unreachable URL
+            # blocks open() for 30 s and a stalled stream blocks read() as long.
+            ms = int(self.frame_timeout * 1000)
+            cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2 * ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(self.device)
         if not cap.isOpened():
             raise SourceError(f"{self.device!r}: OpenCV cannot open this camera or stream")
         if isinstance(self.device, int):
@@ -344,18 +376,19 @@ class OpenCVSource(ThreadedCapture):
             cap.set(cv2.CAP_PROP_FPS, self.fps)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         self._cap = cap
-        self._start()
+        self._start(cap)
 
-    def _grab(self) -> np.ndarray:
-        ok, img = self._cap.read()
+    def _grab(self, handle: Any) -> np.ndarray:
+        ok, img = handle.read()
         if not ok or img is None:
             raise SourceError(f"{self.device!r}: stream ended or camera stopped delivering frames")
         return to_bgr(img)
 
     def close(self) -> None:
-        self._join()
+        released = self._join()
         if self._cap is not None:
-            self._cap.release()
+            if released:
+                self._cap.release()
             self._cap = None
 
 
@@ -387,58 +420,22 @@ class Picamera2Source(ThreadedCapture):
         except Exception as exc:  # libcamera raises many kinds
             raise SourceError(f"picamera2: cannot start the camera ({exc})") from exc
         self._cam = cam
-        self._start()
+        self._start(cam)
 
-    def _grab(self) -> np.ndarray:
-        yuv = self._cam.capture_array("lores")
+    def _grab(self, handle: Any) -> np.ndarray:
+        yuv = handle.capture_array("lores")
         bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
         return bgr[:, : self.width]
 
     def close(self) -> None:
-        self._join()
+        released = self._join()
         if self._cam is not None:
             try:
-                self._cam.stop()
-                self._cam.close()
+                if released:
+                    self._cam.stop()
+                    self._cam.close()
             finally:
                 self._cam = None
-
-
-@dataclass
-class FaultySource:
-    """Fault-injecting wrapper (ships for tests and soaks): corrupt given frames, fail at a frame."""
-
-    inner: Any
-    corrupt: Iterable[int] = ()
-    fail_at: int | None = None
-    _corrupt: set[int] = field(default_factory=set, init=False)
-
-    def __post_init__(self) -> None:
-        self._corrupt = set(self.corrupt)
-
-    @property
-    def live(self) -> bool:
-        return bool(self.inner.live)
-
-    @property
-    def dropped(self) -> int:
-        return int(self.inner.dropped)
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def read(self) -> Frame | None:
-        frame = self.inner.read()
-        if frame is None:
-            return None
-        if self.fail_at is not None and frame.index >= self.fail_at:
-            raise SourceError(f"injected source failure at frame {frame.index}")
-        if frame.index in self._corrupt:
-            raise FrameError(f"frame {frame.index}: injected corrupt frame")
-        return frame
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".h264"}

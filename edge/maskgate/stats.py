@@ -97,6 +97,9 @@ class Stats:
         self.button_presses = 0
         self.relay_pulses = 0
         self.camera_reconnects = 0
+        """Times a failed live camera was reopened."""
+        self.converted_frames = 0
+        """Gray, 4-channel or 16-bit frames converted to BGR before processing."""
         self.decisions: Counter[str] = Counter()
         """Frames per decision state (idle, checking, ...); faults counted once per fault report."""
         self.triggers: Counter[str] = Counter()
@@ -177,6 +180,7 @@ class Stats:
                 "bad_frames": self.bad_frames, "errors": self.errors, "faces": self.faces,
                 "faults": self.faults, "reloads": self.reloads, "button_presses": self.button_presses,
                 "relay_pulses": self.relay_pulses, "camera_reconnects": self.camera_reconnects,
+                "converted_frames": self.converted_frames,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "recent_fps": round(self._recent_fps(now), 3),
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),

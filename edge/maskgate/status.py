@@ -136,8 +136,9 @@ class StatusBoard:
         return tuple(self.live_settings().detector.roi)
 
     def health(self) -> tuple[bool, str]:
-        """(healthy, reason): frames flow (one processed within ``source.frame_timeout``) and the
-        models are loaded."""
+        """(healthy, reason): frames flow (one processed within ``source.frame_timeout``), the
+        models are loaded, and no stage is stuck past its ``[health]`` timeout (the same judge that
+        feeds systemd's watchdog)."""
         if self.phase == "starting":
             return False, "starting: models and camera not ready yet"
         if self.phase == "stopped":
@@ -145,6 +146,11 @@ class StatusBoard:
         latest = self._latest
         if latest is not None and latest.decision.state == "fault":
             return False, f"fault: {latest.decision.reason or 'unknown'}"
+        p = self._pipeline
+        if p is not None:
+            verdict = p.health.verdict()  # the watchdog's judge: a stage stuck past its timeout
+            if not verdict.ok:
+                return False, f"stuck: {verdict.reason}"
         last = self.stats.last_frame_at
         if last is None:
             return False, "no frame processed yet"

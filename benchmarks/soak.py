@@ -1,0 +1,326 @@
+"""Soak: the synthetic door for 100,000 frames with faults injected at random (seeded).
+
+Prints numbers and asserts nothing. Usage::
+
+    python benchmarks/soak.py [--frames 100000] [--seed 0] [--fault-every 30] [--jobs 2]
+
+Two passes over the same door (same seed, held-out faces of the bundle's test split): one without
+faults, one with a seeded random schedule of camera, model and output faults (maskgate.faults).
+Both run on a virtual clock in frame time, faster than real time: the camera delivers frame ``i``
+at ``i / fps``, waits (reopen backoff, a 10x slower inference) move the clock, and processing
+itself is assumed to keep up with the frame rate. A "10x slower" detection or classification
+costs 10x an assumed Pi cost per call (:data:`DEVICE_COST`).
+
+Reported: frames processed, faults survived by kind and what they did, the longest relay on-time
+and the longest a pulse outlived its last request (monotonic clock, from the relay pin's
+history), resident memory at start, after warm-up and at the end, and decisions lost. Every
+masked visitor should end in ``allow`` and every bare or wrongly masked one in ``deny``; a wrong
+ending is counted as covered (a fault, plus its aftermath, spanned the whole visit), lost to a
+fault (right without faults, a fault overlapped the visit), the model's or detector's own
+mistake (wrong without faults too), or other (right without faults and no fault near it: should
+be zero).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+import typing
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from maskgate.bundle import load_bundle, split_files
+from maskgate.classifier import Classifier
+from maskgate.config import Settings
+from maskgate.detector import FaceDetector
+from maskgate.events import FrameResult
+from maskgate.faults import (
+    SOAK_FAULTS,
+    FaultyClassifier,
+    FaultyDetector,
+    FaultyPin,
+    FaultyPinFactory,
+    Injector,
+    ScheduledFault,
+    SimCamera,
+    VirtualClock,
+    random_schedule,
+)
+from maskgate.health import Health
+from maskgate.outputs import Outputs
+from maskgate.pipeline import Pipeline, detector_settings
+from maskgate.scenes import iou
+from maskgate.sources import Frame
+from maskgate.synthetic import SyntheticDoor
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MASKGATE_SHARED") or REPO.parent / "shared")
+
+DEVICE_COST = {"detect": 0.05, "classify": 0.005}
+"""Assumed seconds per call on a Raspberry Pi 4 (YuNet on 640x480, the int8 classifier): the base of
+the 10x-slower faults in frame time."""
+
+CAMERA_FAULTS = ("camera_down", "camera_hang", "bad_frame")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Relay:
+    """Watches the relay pin: continuous on-times and how long each pulse outlived its last request."""
+
+    def __init__(self, pin: FaultyPin, outputs: Outputs) -> None:
+        self.outputs = outputs
+        self.on_at: float | None = None
+        self.longest_on = 0.0
+        self.longest_after_request = 0.0
+        self.late: list[float] = []
+        """Per pulse: seconds the relay stayed on past its deadline (last request + pulse, or the cap)."""
+        self.pulses = 0
+        pin.on_change.append(self.changed)
+
+    def changed(self, t: float, level: bool) -> None:
+        if level:
+            self.on_at = t
+            self.pulses += 1
+        elif self.on_at is not None:
+            self.longest_on = max(self.longest_on, t - self.on_at)
+            last = self.outputs.last_pulse
+            s = self.outputs.settings
+            if last is not None:
+                self.longest_after_request = max(self.longest_after_request, t - last)
+                deadline = min(last + s.relay_pulse, self.on_at + s.relay_max_on)
+                self.late.append(t - deadline)
+            self.on_at = None
+
+    def summary(self) -> dict[str, Any]:
+        late = sorted(self.late)
+        pick = (lambda q: round(late[min(len(late) - 1, int(q * len(late)))], 3)) if late else (lambda q: None)
+        return {"pulses": self.pulses, "longest_on_s": round(self.longest_on, 3),
+                "longest_after_request_s": round(self.longest_after_request, 3),
+                "late_s": {"median": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
+                "late_over_0_2_s": sum(x > 0.2 for x in late)}
+
+
+class Outcomes:
+    """Per visitor: the last allow/deny their track reached (tracks matched to ground truth by IoU);
+    and safety counters over every frame result."""
+
+    def __init__(self, cam: SimCamera, health: Health, warmup: int, width: int, name: str) -> None:
+        self.name = name
+        self.cam = cam
+        self.width = width
+        self.health = health
+        self.warmup = warmup
+        self.final: dict[int, str] = {}
+        self.opens = self.alarms = 0
+        self.open_with_bare_face = 0
+        self.relay_on_in_fault = 0
+        self.unhealthy = 0
+        self.frames = 0
+        self.fault_reasons: Counter[str] = Counter()
+        self.trend: list[tuple[int, float, float]] = []
+        """(frames, resident MB, 1-minute load average) every 10,000 frames."""
+        self.rss: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    def __call__(self, r: FrameResult) -> None:
+        d = r.decision
+        if r.frame < 0:
+            self.relay_on_in_fault += bool(r.outputs["relay"])
+            self.fault_reasons[str(d.reason)] += 1
+            return
+        self.frames += 1
+        if self.frames % 10_000 == 0:
+            self.trend.append((self.frames, round(rss_mb(), 1), round(os.getloadavg()[0], 1)))
+            print(f"[{self.name}] {self.frames} frames, {rss_mb():.1f} MB, load {os.getloadavg()[0]:.1f}, "
+                  f"{time.perf_counter() - self.t0:.0f} s", file=sys.stderr, flush=True)
+        if self.frames == 1:
+            self.rss["start"] = rss_mb()
+        elif self.frames == self.warmup:
+            self.rss["warm"] = rss_mb()
+        if not self.health.verdict().ok:
+            self.unhealthy += 1
+        frame: Frame | None = self.cam.last
+        truth = (frame.truth or ()) if frame is not None and frame.index == r.frame else ()
+        self.opens += d.trigger == "open"
+        self.alarms += d.trigger == "alarm"
+        if d.trigger == "open":
+            self.open_with_bare_face += any(t.label != "with_mask" and t.box[2] >= 48 and 0 < t.box[0]
+                                            and t.box[0] + t.box[2] < self.width for t in truth)
+        for tv in d.tracks:
+            if not tv.in_roi or tv.state not in ("allow", "deny") or not truth:
+                continue
+            best = max(truth, key=lambda t: iou(tv.box, t.box))
+            if iou(tv.box, best.box) >= 0.3:
+                self.final[best.person] = tv.state
+
+
+def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
+    logging.basicConfig(level=logging.WARNING if args.verbose else logging.CRITICAL,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = Settings()
+    fps = s.source.fps
+    duration = args.frames / fps
+    bundle = load_bundle()
+    door = SyntheticDoor(args.faces, args.width, args.height, fps, people=args.people, seed=args.seed,
+                         images=split_files(bundle, "test"), realtime=False, start_wall=time.time())
+    door.open()
+    clock = VirtualClock()
+    schedule = random_schedule(args.seed, duration, args.fault_every) if faulty else []
+    inj = Injector(clock, schedule)
+    cam = SimCamera(lambda i: door.frame(i) if i < args.frames else None, clock, fps, injector=inj,
+                    frame_timeout=s.source.frame_timeout, start_wall=door.start_wall or 0.0)
+    det = FaultyDetector(FaceDetector(detector_settings(s), args.detector_model), inj, sleep=clock.sleep,
+                         slow_base=DEVICE_COST["detect"])
+    clf = FaultyClassifier(Classifier(bundle, threads=1), inj, sleep=clock.sleep, slow_base=DEVICE_COST["classify"])
+    factory = FaultyPinFactory(inj, history=16)
+    outputs = Outputs(s.outputs, factory)
+    pin = factory.pin(s.outputs.pins.relay)
+    assert isinstance(pin, FaultyPin)
+    relay = Relay(pin, outputs)
+    health = Health(s.health, s.source, clock=clock)
+    outcomes = Outcomes(cam, health, args.warmup, args.width, "faults" if faulty else "baseline")
+    p = Pipeline(s, cam, typing.cast(FaceDetector, det), typing.cast(Classifier, clf), outputs,
+                 observers=[outcomes], health=health, clock=clock, wait=clock.wait)
+    cam.open()
+    t0 = time.perf_counter()
+    try:
+        p.run()
+    finally:
+        outputs.close()
+    real = time.perf_counter() - t0
+    outcomes.rss["end"] = rss_mb()
+    people = [pp for v in door.visits_until(args.frames) for pp in v.people if pp.end <= args.frames]
+    st = p.stats
+    return {
+        "faulty": faulty, "frames": st.frames, "frame_time_s": round(clock.now, 1), "real_s": round(real, 1),
+        "speed_x": round(clock.now / real, 2) if real else None, "dropped": st.dropped,
+        "bad_frames": st.bad_frames, "converted_frames": st.converted_frames, "errors": st.errors,
+        "faults": st.faults, "reopens": st.camera_reconnects, "fault_reasons": dict(outcomes.fault_reasons),
+        "write_errors": outputs.write_errors, "injected_hits": dict(inj.hits),
+        "schedule": [(f.kind, f.start, f.end, f.params) for f in schedule],
+        "relay": {**relay.summary(), "pulse_s": s.outputs.relay_pulse, "max_on_s": s.outputs.relay_max_on,
+                  "on_during_fault": outcomes.relay_on_in_fault},
+        "trend": outcomes.trend,
+        "opens": outcomes.opens, "alarms": outcomes.alarms, "opens_with_bare_face": outcomes.open_with_bare_face,
+        "unhealthy_frames": outcomes.unhealthy, "rss_mb": {k: round(v, 1) for k, v in outcomes.rss.items()},
+        "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "people": [{"id": pp.id, "label": pp.label, "start": pp.start / fps, "end": pp.end / fps,
+                    "final": outcomes.final.get(pp.id)} for pp in people],
+        "reopen_max_delay": s.source.reopen_max_delay,
+    }
+
+
+def right(person: dict[str, Any]) -> bool:
+    return person["final"] == ("allow" if person["label"] == "with_mask" else "deny")
+
+
+def compare(base: dict[str, Any], soak: dict[str, Any]) -> dict[str, Any]:
+    """Sort every visitor's ending in the faulty pass against the fault-free one."""
+    # a fault's reach: its window, plus a reopen's backoff for camera faults and a voting window for
+    # the others; a busy output pin changes what the door does, never a decision
+    aftermath = {k: soak["reopen_max_delay"] + 1.0 if k in CAMERA_FAULTS else 1.0 for k in SOAK_FAULTS}
+    windows = [ScheduledFault(k, a, b + aftermath[k]) for k, a, b, _p in soak["schedule"] if k != "gpio_busy"]
+    ok_base = {pp["id"]: right(pp) for pp in base["people"]}
+    counts: Counter[str] = Counter()
+    for pp in soak["people"]:
+        label = "masked" if pp["label"] == "with_mask" else "bare"
+        counts[f"{label}_total"] += 1
+        if right(pp):
+            counts[f"{label}_right"] += 1
+            counts["gained"] += not ok_base[pp["id"]]
+            continue
+        if any(w.covers(pp["start"], pp["end"]) for w in windows):
+            counts["covered_by_a_fault"] += 1
+        elif not ok_base[pp["id"]]:
+            counts["model_or_detector_wrong_without_a_fault"] += 1
+        elif any(w.overlaps(pp["start"], pp["end"]) for w in windows):
+            counts["lost_to_a_fault"] += 1
+        else:
+            counts["other_loss"] += 1
+    return dict(counts)
+
+
+def report(result: dict[str, Any], title: str) -> None:
+    r = result
+    print(f"\n== {title}")
+    print(f"frames processed {r['frames']} in {r['frame_time_s']} s of frame time, {r['real_s']} s real "
+          f"({r['speed_x']}x real time); dropped {r['dropped']}, bad {r['bad_frames']}, converted "
+          f"{r['converted_frames']}, failed {r['errors']}, fault decisions {r['faults']}, camera reopens "
+          f"{r['reopens']}, pin write errors {r['write_errors']}")
+    relay = r["relay"]
+    print(f"relay: {relay['pulses']} pulses, longest on {relay['longest_on_s']} s (max_on {relay['max_on_s']} s), "
+          f"longest after its last request {relay['longest_after_request_s']} s (pulse {relay['pulse_s']} s + 0.2 s "
+          f"allowed), on during a fault decision {relay['on_during_fault']}")
+    print(f"relay off after its deadline by: {relay['late_s']} s; {relay['late_over_0_2_s']} of {relay['pulses']} "
+          f"pulses more than 0.2 s late")
+    print("trend (frames, resident MB, load average): " + ", ".join(str(t) for t in r["trend"]))
+    print(f"door: {r['opens']} opens ({r['opens_with_bare_face']} with a bare face in view), {r['alarms']} alarms; "
+          f"frames judged unhealthy {r['unhealthy_frames']}")
+    print(f"resident memory MB: {r['rss_mb']} (growth after warm-up "
+          f"{round(r['rss_mb'].get('end', 0) - r['rss_mb'].get('warm', r['rss_mb'].get('start', 0)), 1)}), "
+          f"peak {r['maxrss_mb']}")
+    people = r["people"]
+    masked = [pp for pp in people if pp["label"] == "with_mask"]
+    bare = [pp for pp in people if pp["label"] != "with_mask"]
+    print(f"visitors: masked {sum(map(right, masked))}/{len(masked)} ended in allow, bare or wrongly masked "
+          f"{sum(map(right, bare))}/{len(bare)} ended in deny")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=100_000, help="frames of door time (10 fps)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the door and of the fault schedule")
+    ap.add_argument("--fault-every", type=float, default=30.0, help="mean seconds of frame time between faults")
+    ap.add_argument("--faces", type=Path, default=SHARED / "data" / "faces")
+    ap.add_argument("--detector-model", default=None, help="YuNet .onnx (default: cache or download)")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--people", type=int, default=1, help="at most this many people at the door at once")
+    ap.add_argument("--warmup", type=int, default=2000, help="frames before the warm resident-memory reading")
+    ap.add_argument("--jobs", type=int, default=2, help="run the two passes in parallel processes (1: in turn)")
+    ap.add_argument("--json", type=Path, default=None, help="also write everything measured to this file")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log the gate's warnings")
+    args = ap.parse_args()
+    if args.detector_model is None and (SHARED / "models" / "face_detection_yunet_2023mar.onnx").exists():
+        args.detector_model = str(SHARED / "models" / "face_detection_yunet_2023mar.onnx")
+    print(f"soak: {args.frames} frames at 10 fps, {args.width}x{args.height}, seed {args.seed}, a fault every "
+          f"{args.fault_every} s on average; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores (shared, load average {os.getloadavg()[0]:.1f} at start), "
+          f"python {platform.python_version()}")
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            fb, fs = pool.submit(run_pass, args, False), pool.submit(run_pass, args, True)
+            base, soak = fb.result(), fs.result()
+    else:
+        base, soak = run_pass(args, False), run_pass(args, True)
+    report(base, "without faults (baseline)")
+    report(soak, "with faults")
+    kinds = Counter(k for k, *_ in soak["schedule"])
+    print(f"faults survived by kind ({sum(kinds.values())} injected, the gate ran on through all): "
+          + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    print("calls or frames each fault kind hit: " + json.dumps(soak["injected_hits"], sort_keys=True))
+    print("fault decisions by reason (faulty pass): " + json.dumps(soak["fault_reasons"], sort_keys=True))
+    lost = compare(base, soak)
+    print("visitor endings with faults vs without: " + json.dumps(lost, sort_keys=True))
+    print(f"total {time.perf_counter() - t0:.0f} s, load average at the end {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"baseline": base, "faulty": soak, "compare": lost,
+                                         "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
