@@ -16,6 +16,7 @@
 #   /etc/maskgate/maskgate.toml             your config: created once, never overwritten
 #   /etc/maskgate/maskgate.example.toml     the current version's documented defaults (refreshed)
 #   /etc/systemd/system/maskgate.service    (+ maskgate.service.d/coral-usb.conf with --coral)
+#   /etc/systemd/system/maskgate-failsafe.service  started by systemd only when it gives up on the gate
 #   /var/lib/maskgate/models/               the YuNet detector (the service's $STATE_DIRECTORY)
 #   user and group maskgate, member of gpio and video (plugdev with --coral)
 #
@@ -35,6 +36,7 @@ ETC=/etc/maskgate
 STATE=/var/lib/maskgate
 UNIT_DIR=/etc/systemd/system
 UNIT=maskgate.service
+FAILSAFE_UNIT=maskgate-failsafe.service
 USER_NAME=maskgate
 YUNET_FILE=face_detection_yunet_2023mar.onnx
 APT_PACKAGES=(python3-venv python3-pip python3-numpy python3-picamera2 python3-lgpio python3-gpiozero)
@@ -352,6 +354,7 @@ fetch_model() {
 install_unit() {
   ensure_dir "$UNIT_DIR" 0755 root root
   put_file "$SCRIPT_DIR/$UNIT" "$UNIT_DIR/$UNIT" 0644 root root
+  put_file "$SCRIPT_DIR/$FAILSAFE_UNIT" "$UNIT_DIR/$FAILSAFE_UNIT" 0644 root root
   if ((CORAL)); then
     ensure_dir "$UNIT_DIR/$UNIT.d" 0755 root root
     put_file "$SCRIPT_DIR/$UNIT.d/coral-usb.conf" "$UNIT_DIR/$UNIT.d/coral-usb.conf" 0644 root root
@@ -398,7 +401,8 @@ do_uninstall() {
   if [[ -e $R$UNIT_DIR/$UNIT ]]; then
     if ((LIVE)); then systemctl disable --now "$UNIT" || true; else systemctl_ disable "$UNIT" || true; fi
   fi
-  rm -rf "$R${UNIT_DIR:?}/${UNIT:?}" "$R$UNIT_DIR/$UNIT.d" "$R${PREFIX:?}"
+  if ((LIVE)) && systemctl is-active --quiet "$FAILSAFE_UNIT"; then systemctl stop "$FAILSAFE_UNIT" || true; fi
+  rm -rf "$R${UNIT_DIR:?}/${UNIT:?}" "$R$UNIT_DIR/$UNIT.d" "$R$UNIT_DIR/${FAILSAFE_UNIT:?}" "$R${PREFIX:?}"
   ((LIVE)) && systemctl daemon-reload
   say "removed the service and $PREFIX"
   if ((PURGE)); then

@@ -249,6 +249,9 @@ def test_unit_restart_policy_is_safe_and_visible() -> None:
     # 2 s; the process is out well before systemd's SIGKILL
     assert src.frame_timeout + 2 + 5 < float(value("TimeoutStopSec"))
     assert "given up on" in unit and "reset-failed" in unit
+    # given up on: the failsafe unit shows it on the LEDs (test_failsafe.py checks what it does)
+    assert value("OnFailure") == "maskgate-failsafe.service"
+    assert (REPO / "systemd" / value("OnFailure")).is_file()
 
 
 def test_the_daemon_starts_without_its_camera_reports_ready_and_picks_it_up(listener: Listener, faces_dir: Path,

@@ -28,6 +28,7 @@ from conftest import REPO, require_data
 
 INSTALL = REPO / "systemd" / "install.sh"
 UNIT = REPO / "systemd" / "maskgate.service"
+FAILSAFE = REPO / "systemd" / "maskgate-failsafe.service"
 CORAL = REPO / "systemd" / "maskgate.service.d" / "coral-usb.conf"
 EXAMPLE = REPO / "edge" / "maskgate" / "data" / "maskgate.example.toml"
 MAX_EXPOSURE = 3.0
@@ -115,13 +116,14 @@ def _install(root: Path, *args: str | Path, check: bool = True) -> subprocess.Co
 
 def _verify(tools: dict[str, str], root: Path) -> str:
     """`systemd-analyze verify` exits 0 on many errors: its output is the verdict."""
-    proc = _run(tools["systemd-analyze"], "verify", f"--root={root}", "maskgate.service", check=False)
+    proc = _run(tools["systemd-analyze"], "verify", f"--root={root}", "maskgate.service",
+                "maskgate-failsafe.service", check=False)
     return (proc.stdout + proc.stderr).strip()
 
 
-def _exposure(tools: dict[str, str], *args: str) -> float:
+def _exposure(tools: dict[str, str], *args: str, unit: str = "maskgate.service") -> float:
     proc = _run(tools["systemd-analyze"], "security", "--offline=true", "--no-pager", *args)
-    m = re.search(r"Overall exposure level for maskgate\.service: (\d+\.\d+)", proc.stdout)
+    m = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", proc.stdout)
     assert m, proc.stdout[-500:]
     return float(m.group(1))
 
@@ -171,12 +173,14 @@ def test_unit_security_exposure(tools: dict[str, str], tmp_path: Path) -> None:
     shutil.copy2(UNIT, d / "maskgate.service")
     shutil.copy2(CORAL, d / "maskgate.service.d" / "coral-usb.conf")
     assert _exposure(tools, f"--root={root}", "maskgate.service") <= MAX_EXPOSURE
+    assert _exposure(tools, str(FAILSAFE), unit=FAILSAFE.name) <= MAX_EXPOSURE
 
 
-def test_unit_says_why_for_every_hardening_option() -> None:
-    lines = UNIT.read_text().splitlines()
+@pytest.mark.parametrize("unit", [UNIT, FAILSAFE], ids=lambda p: p.name)
+def test_unit_says_why_for_every_hardening_option(unit: Path) -> None:
+    lines = unit.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if "Hardening" in line)
-    end = next(i for i, line in enumerate(lines) if line.startswith("[Install]"))
+    end = next((i for i, line in enumerate(lines) if line.startswith("[Install]")), len(lines))
     for i in range(start + 1, end):
         line = lines[i]
         if line and not line.startswith("#"):
@@ -185,12 +189,21 @@ def test_unit_says_why_for_every_hardening_option() -> None:
             while lines[j].startswith(("DeviceAllow=", "SystemCallFilter=")) and key == lines[j].split("=", 1)[0]:
                 j -= 1  # consecutive values of one option share a reason
             assert lines[j].startswith("#"), f"no reason comment above {line!r}"
+    if unit == FAILSAFE:
+        text = unit.read_text()
+        for needle in ("Conflicts=maskgate.service", "Type=notify", "Restart=no", "User=maskgate",
+                       "SupplementaryGroups=gpio\n", "PrivateNetwork=yes", "DeviceAllow=char-gpiochip rw",
+                       "ExecStart=/opt/maskgate/current/bin/maskgate failsafe --config /etc/maskgate/maskgate.toml"):
+            assert needle in text, needle
+        assert "[Install]" not in text  # never enabled: only maskgate.service's OnFailure= starts it
+        return
     text = UNIT.read_text()
     for needle in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StartLimitBurst=", "User=maskgate",
                    "SupplementaryGroups=gpio video", "StateDirectory=maskgate", "LoadCredential=",
                    "ExecReload=/bin/kill -HUP $MAINPID", "DevicePolicy=closed", "ProtectSystem=strict",
                    "PrivateTmp=yes", "NoNewPrivileges=yes", "DeviceAllow=char-video4linux rw",
-                   "DeviceAllow=char-media rw", "DeviceAllow=char-dma_heap rw", "DeviceAllow=char-gpiochip rw"):
+                   "DeviceAllow=char-media rw", "DeviceAllow=char-dma_heap rw", "DeviceAllow=char-gpiochip rw",
+                   "OnFailure=maskgate-failsafe.service"):
         assert needle in text, needle
     assert "DeviceAllow=char-usb_device rw" in CORAL.read_text()
 
@@ -230,6 +243,7 @@ def test_install_without_venv_then_again_changes_nothing(tools: dict[str, str], 
         "etc/systemd": ("dir", oct(0o755), "0:0"),
         "etc/systemd/system": ("dir", oct(0o755), "0:0"),
         "etc/systemd/system/maskgate.service": file("", 0o644, "0:0", UNIT.read_bytes()),
+        "etc/systemd/system/maskgate-failsafe.service": file("", 0o644, "0:0", FAILSAFE.read_bytes()),
         "etc/systemd/system/multi-user.target.wants": ("dir", oct(0o755), "0:0"),
         "etc/systemd/system/multi-user.target.wants/maskgate.service":
             ("link", "/etc/systemd/system/maskgate.service"),
@@ -302,6 +316,7 @@ def test_install_upgrade_rollback_uninstall_with_a_venv(tools: dict[str, str], t
 
     assert _verify(tools, root) == ""
     assert _exposure(tools, f"--root={root}", "maskgate.service") <= MAX_EXPOSURE
+    assert _exposure(tools, f"--root={root}", FAILSAFE.name, unit=FAILSAFE.name) <= MAX_EXPOSURE
 
     snap = _snapshot(root)
     again = _install(root, "--wheelhouse", house_a, *common).stdout
@@ -332,6 +347,7 @@ def test_install_upgrade_rollback_uninstall_with_a_venv(tools: dict[str, str], t
     # Uninstall keeps config, state and user; purge removes them.
     _run("bash", INSTALL, "--root", root, "--uninstall")
     assert not opt.exists() and not (root / "etc/systemd/system/maskgate.service").exists()
+    assert not (root / "etc/systemd/system/maskgate-failsafe.service").exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants/maskgate.service").is_symlink()
     assert (root / "etc/maskgate/maskgate.toml").exists() and (root / "var/lib/maskgate").is_dir()
     _ids(root, "passwd", "maskgate")

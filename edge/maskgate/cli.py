@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "maskgate.cmd_check",
     "maskgate.cmd_stats",
     "maskgate.cmd_bench",
+    "maskgate.cmd_failsafe",
 )
 
 

@@ -36,6 +36,10 @@ BUZZ_PATTERNS: dict[str, tuple[float, float, int]] = {
 FAULT_BLINK: tuple[float, float] = (0.3, 1.7)
 """Red LED (on seconds, off seconds) while the gate is faulted: a slow blink, unlike deny's steady red."""
 
+GIVEN_UP_BLINK: tuple[float, float] = (0.5, 0.5)
+"""Red and green LEDs together (on seconds, off seconds) once systemd has given up on the gate
+(``maskgate failsafe``): a pattern the running gate never shows."""
+
 
 def make_pin_factory(name: str = "") -> Any:
     """A gpiozero pin factory by name (config, else ``$GPIOZERO_PIN_FACTORY``); None: gpiozero's default."""
@@ -259,6 +263,17 @@ class Outputs:
             self.fault_shown = active
         finally:
             self._led_lock.release()
+
+    def show_given_up(self, lit: bool) -> None:
+        """One step of the given-up pattern (``maskgate failsafe``): relay off, buzzer off, red and
+        green both ``lit``."""
+        self.relay_off()
+        with self._led_lock:
+            if self._closed:
+                return
+            self._write("buzzer", self.buzzer.off)
+            self._write("green", lambda: setattr(self.green, "value", lit))
+            self._write("red", lambda: setattr(self.red, "value", lit))
 
     def safe(self) -> None:
         """Everything off: relay first."""
