@@ -136,7 +136,7 @@ class DetectorConfig:
     """Face detection (YuNet) and which faces count."""
 
     model: str = _opt("", "YuNet .onnx path; empty: the model cache, downloaded once if missing")
-    score_threshold: float = _opt(0.5, "detector score threshold", _range(0.0, 1.0, lo_open=True))
+    score_threshold: float = _opt(0.3, "detector score threshold", _range(0.0, 1.0, lo_open=True))
     nms_threshold: float = _opt(0.3, "detector non-maximum suppression threshold", _range(0.0, 1.0))
     max_side: int = _opt(640, "frames are downscaled to this longer side before detection",
                          _range(64, 4096))

@@ -34,7 +34,7 @@ class Face:
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    score_threshold: float = 0.5
+    score_threshold: float = 0.3
     nms_threshold: float = 0.3
     top_k: int = 50
     max_side: int = 640
