@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from maskgate.classifier import Classifier
+from maskgate.detector import DetectorSettings
 from maskgate.errors import DataError
 
 
@@ -29,6 +30,14 @@ def test_tiny_training_through_int8_and_device_runtime(tmp_path: Path, faces_dir
     assert mm["test_split"]["balanced_accuracy_allow_deny"]["int8"] == \
         round(m["test"]["int8"]["balanced_accuracy_allow_deny"], 4)
     assert mm["scenes_test_half_int8"][">=48px"]["faces"] > 0 and mm["latency_ms_1thread"]["int8"] > 0
+    # the device's detector changes later: rescore re-measures the scenes, the model stays
+    before = (out / "bundle" / "model.tflite").read_bytes()
+    assert main(["rescore", str(out / "bundle"), "--scenes", str(scenes_dir)]) == 0
+    man2 = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert man2["sha256"] == man["sha256"] and (out / "bundle" / "model.tflite").read_bytes() == before
+    assert man2["metrics"]["test_split"] == mm["test_split"] and "rescore" in man2["metrics"]["scenes_rescored"]
+    assert man2["metrics"]["scenes_test_half_int8"][">=48px"]["faces"] == mm["scenes_test_half_int8"][">=48px"]["faces"]
+    assert man2["detector"]["score_threshold"] == DetectorSettings().score_threshold
     clf = Classifier(out / "bundle")
     import numpy as np
     v = clf.classify(np.full(clf.input_spec.shape, 128, np.float32))

@@ -19,6 +19,7 @@ from maskgate.bundle import MANIFEST, SCHEMA_VERSION, TensorInfo
 from maskgate.classifier import Classifier
 from maskgate.crop import CropRule, InputSpec, crop_face, to_model_input
 from maskgate.detector import DetectorSettings, FaceDetector
+from maskgate.errors import ModelError
 from maskgate.imageio import read_bgr
 from maskgate.model_store import sha256_file
 from maskgate.scenes import Scene, iou, load_scenes, split_scenes
@@ -475,8 +476,7 @@ def manifest_metrics(m: dict[str, Any]) -> dict[str, Any]:
     }
     scenes = m.get("scenes_test_half", {}).get("int8")
     if scenes:
-        out["scenes_test_half_int8"] = {k: {"faces": v["faces"], "right_decision": v["right_decision"]}
-                                        for k, v in scenes.items()}
+        out["scenes_test_half_int8"] = scene_headline(scenes)
     return out
 
 
@@ -487,6 +487,32 @@ def add_manifest_metrics(bundle_dir: Path, metrics: dict[str, Any]) -> None:
     manifest = json.loads(path.read_text())
     manifest["metrics"] = metrics
     path.write_text(json.dumps(manifest, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def scene_headline(scenes: dict[str, Any]) -> dict[str, Any]:
+    return {k: {"faces": v["faces"], "right_decision": v["right_decision"]} for k, v in scenes.items()}
+
+
+def rescore_bundle(bundle_dir: Path, scenes_dir: Path, detector_model: str | None) -> dict[str, Any]:
+    """Re-measure a bundle's scene numbers (int8, scene test half) with the device's current detector
+    settings, and write them and those settings into its manifest.
+
+    For when the device's detector changes after a bundle was built: the model file and its sha256
+    stay, and so do the test-split numbers (the training faces are located with the build's own
+    threshold, not the device's). Returns the new scene numbers."""
+    path = bundle_dir / MANIFEST
+    manifest = json.loads(path.read_text())
+    if "metrics" not in manifest:
+        raise ModelError(f"{path}: no metrics to update (built before bundles carried them; retrain it)")
+    test_scenes = split_scenes(load_scenes(scenes_dir))["test"]
+    scenes = scene_headline(evaluate_scenes(Classifier(bundle_dir), test_scenes, detector_model))
+    manifest["metrics"]["scenes_test_half_int8"] = scenes
+    manifest["detector"] = {**manifest.get("detector", {}), "score_threshold": DEVICE_DETECTOR.score_threshold,
+                            "nms_threshold": DEVICE_DETECTOR.nms_threshold}
+    manifest["metrics"]["scenes_rescored"] = (f"scene numbers re-measured with the detector at score threshold "
+                                              f"{DEVICE_DETECTOR.score_threshold} (maskgate-convert rescore)")
+    path.write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
+    return scenes
 
 
 def _json_default(o: Any) -> Any:

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install", help="copy a run's bundle into the maskgate package")
     i.add_argument("run", type=Path)
     i.set_defaults(func=_install)
+    r = sub.add_parser("rescore", help="re-measure a bundle's scene numbers with the device's current detector "
+                                       "settings and write them into its manifest (model unchanged)")
+    r.add_argument("bundle", type=Path, help="bundle folder (e.g. edge/maskgate/model or runs/default/bundle)")
+    r.add_argument("--scenes", type=Path, default=SHARED / "data" / "scenes")
+    r.add_argument("--detector-model", default=None)
+    r.set_defaults(func=_rescore)
     d = sub.add_parser("tune-detector", help="choose YuNet settings on the scene tuning half, report the test half")
     d.add_argument("--scenes", type=Path, default=SHARED / "data" / "scenes")
     d.add_argument("--detector-model", default=None)
@@ -117,6 +123,15 @@ def _install(args: argparse.Namespace) -> int:
     for f in ("model.tflite", "manifest.json", "split.csv"):
         shutil.copy2(src / f, dst / f)
     print(f"installed {src} into {dst}")
+    return 0
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    from .build import rescore_bundle
+
+    scenes = rescore_bundle(args.bundle, args.scenes, args.detector_model)
+    print(f"{args.bundle}: scene test half, right allow/deny (int8): "
+          + ", ".join(f"{k} {v['right_decision']}/{v['faces']}" for k, v in scenes.items()))
     return 0
 
 
