@@ -76,7 +76,8 @@ def report(scenes_dir: Path, model: str | None, out: Path) -> str:
               "cost, then by the lowest threshold: false boxes are the classifier's to reject (its no_face class "
               "is trained on this detector's false positives at 0.3, and the build's scene evaluation counts "
               "what gets through), and a lower threshold finds a masked face in more frames of a visit. "
-              "The misses >= 48 px are faces cut by the image border or heavily blurred; padding the frame (tried) did not recover them.", "",
+              "The misses >= 48 px are faces cut by the image border or heavily blurred; padding the frame "
+              "(tried) did not recover them.", "",
               "## Test half (reported once)", "",
               "| faces | detected | recall |", "| --- | ---: | ---: |"]
     for k in sorted(test["recall"]):
