@@ -34,35 +34,12 @@ from maskgate.detector import FaceDetector
 from maskgate.httpd import HttpServer, start_http
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline, detector_settings
-from maskgate.sources import Frame
+from maskgate.sources import Frame, FrameList
 from maskgate.stats import Stats
 from maskgate.synthetic import SyntheticDoor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKGATE_SHARED") or REPO.parent / "shared")
-
-
-class Frames:
-    """Pre-rendered frames replayed as fast as the loop asks."""
-
-    live = False
-
-    def __init__(self, frames: list[Frame]) -> None:
-        self.frames = frames
-        self.i = 0
-        self.dropped = 0
-
-    def open(self) -> None:
-        self.i = 0
-
-    def read(self) -> Frame | None:
-        if self.i >= len(self.frames):
-            return None
-        self.i += 1
-        return self.frames[self.i - 1]
-
-    def close(self) -> None:
-        pass
 
 
 class Clients:
@@ -122,7 +99,7 @@ def run_once(mode: str, s: Settings, frames: list[Frame], detector: FaceDetector
         s = dataclasses.replace(s, http=http)
         server = start_http(s, stats)
         observers = server.board.observers()
-    p = Pipeline(s, Frames(frames), detector, classifier, out, stats=stats, observers=observers,
+    p = Pipeline(s, FrameList(frames), detector, classifier, out, stats=stats, observers=observers,
                  keep_images=server is not None and server.board.keep_images)
     if server is not None:
         server.board.attach(p)

@@ -56,7 +56,7 @@ from maskgate.events import FrameResult
 from maskgate.outputs import Outputs
 from maskgate.peer_aizoo import AizooDetector, PeerFace
 from maskgate.pipeline import Pipeline, detector_settings
-from maskgate.sources import Frame
+from maskgate.sources import Frame, FrameList
 from maskgate.synthetic import SyntheticDoor, judged_label
 from maskgate.tracker import Observation, Tracker
 
@@ -67,30 +67,6 @@ W, H, FPS = 640, 480, 10
 OLD_DEFAULT = {"max_side": 640, "face_px": 0, "every": 1, "motion": 0.0}
 """The detector settings that were the default before the cadence work (the whole frame at full size
 on every frame); kept as the baseline row."""
-
-
-class Frames:
-    """Pre-rendered frames replayed as fast as the loop asks (capture cost = a list lookup)."""
-
-    live = False
-
-    def __init__(self, frames: list[Frame]) -> None:
-        self.frames = frames
-        self.i = 0
-        self.dropped = 0
-
-    def open(self) -> None:
-        self.i = 0
-
-    def read(self) -> Frame | None:
-        if self.i >= len(self.frames):
-            return None
-        f = self.frames[self.i]
-        self.i += 1
-        return f
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -182,7 +158,7 @@ class GateRun:
 def run_gate(frames: list[Frame], s: Settings, det: FaceDetector, clf: Classifier) -> GateRun:
     out = Outputs(s.outputs, MockFactory())
     results: list[FrameResult] = []
-    p = Pipeline(s, Frames(frames), det, clf, out, observers=[results.append])
+    p = Pipeline(s, FrameList(frames), det, clf, out, observers=[results.append])
     t = time.process_time()
     p.run()
     elapsed = time.process_time() - t

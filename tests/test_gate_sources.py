@@ -13,6 +13,8 @@ from maskgate.config import SourceSettings
 from maskgate.errors import FrameError, SourceError
 from maskgate.faults import FaultySource
 from maskgate.sources import (
+    Frame,
+    FrameList,
     LatestFrame,
     OpenCVSource,
     Pacer,
@@ -205,3 +207,16 @@ def test_synthetic_door_needs_its_faces(tmp_path: Path) -> None:
     (tmp_path / "with_mask").mkdir()
     with pytest.raises(SourceError, match="no .jpg"):
         SyntheticDoor(tmp_path, script=[["with_mask"]]).open()
+
+
+def test_frame_list_reads_its_frames_once_in_order_and_rewinds_on_open() -> None:
+    frames = [Frame(np.full((8, 8, 3), i, np.uint8), i / 10, i) for i in range(3)]
+    src = FrameList(frames)
+    src.open()
+    got = [src.read() for _ in range(4)]
+    assert [f.index for f in got if f is not None] == [0, 1, 2] and got[3] is None
+    assert "3/3" in repr(src) and src.dropped == 0 and not src.live
+    src.open()
+    first = src.read()
+    assert first is not None and first.index == 0
+    src.close()
