@@ -9,6 +9,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Face crops the tests' synthetic doors use: chosen once as crops where YuNet finds exactly one face
+# at least half the crop wide (a detector criterion, independent of the classifier).
+SYNTH_FACES = {
+    "with_mask": ["c7_00441.jpg", "fm12k_03454.jpg", "c7_01888.jpg", "fm12k_05717.jpg", "c7_00079.jpg",
+                  "c7_00166.jpg", "fm12k_02635.jpg", "fm12k_01098.jpg", "mfn_00053.jpg", "fm12k_03490.jpg"],
+    "without_mask": ["fm12k_06993.jpg", "c7_02447.jpg", "fm12k_06921.jpg", "fm12k_10876.jpg",
+                     "fm12k_09973.jpg", "fm12k_09384.jpg", "fm12k_06671.jpg", "c7_03277.jpg"],
+    "incorrect_mask": ["mfn2_00463.jpg", "mfn2_00623.jpg", "mfn2_00562.jpg", "mfn2_00260.jpg",
+                       "mfn2_00443.jpg", "mfn_00437.jpg"],
+}
+
 
 def shared_dir() -> Path:
     return Path(os.environ.get("MASKGATE_SHARED") or REPO.parent / "shared").resolve()

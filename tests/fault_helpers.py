@@ -12,6 +12,7 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from conftest import SYNTH_FACES
 from maskgate.classifier import Classifier
 from maskgate.config import DEFAULT_PINS, Settings
 from maskgate.detector import FaceDetector
@@ -21,15 +22,7 @@ from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline
 from maskgate.synthetic import SyntheticDoor
 
-# Face crops YuNet finds as one face at least half the crop wide (the same list as test_gate_pipeline).
-FACES = {
-    "with_mask": ["c7_00441.jpg", "fm12k_03454.jpg", "c7_01888.jpg", "fm12k_05717.jpg", "c7_00079.jpg",
-                  "c7_00166.jpg", "fm12k_02635.jpg", "fm12k_01098.jpg", "mfn_00053.jpg", "fm12k_03490.jpg"],
-    "without_mask": ["fm12k_06993.jpg", "c7_02447.jpg", "fm12k_06921.jpg", "fm12k_10876.jpg",
-                     "fm12k_09973.jpg", "fm12k_09384.jpg", "fm12k_06671.jpg", "c7_03277.jpg"],
-    "incorrect_mask": ["mfn2_00463.jpg", "mfn2_00623.jpg", "mfn2_00562.jpg", "mfn2_00260.jpg",
-                       "mfn2_00443.jpg", "mfn_00437.jpg"],
-}
+FACES = SYNTH_FACES
 
 RELAY, GREEN, RED, BUZZER = (DEFAULT_PINS[k] for k in ("relay", "green", "red", "buzzer"))
 

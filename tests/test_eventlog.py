@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from conftest import SYNTH_FACES
 from maskgate import clock
 from maskgate.clock import ClockCheck, parse_chrony_tracking, timesyncd_flag
 from maskgate.config import Settings
@@ -20,7 +21,6 @@ from maskgate.eventlog import EventLog, events_dir, log_files, read_events, stat
 from maskgate.events import DecisionEvent
 from maskgate.stats import Stats
 from maskgate.synthetic import SyntheticDoor
-from test_gate_pipeline import SYNTH_FACES
 
 
 def event(i: int, outcome: str = "deny", **kw: object) -> DecisionEvent:

@@ -25,6 +25,7 @@ import paho.mqtt.client as paho
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from conftest import SYNTH_FACES
 from maskgate.config import MqttSettings, Settings
 from maskgate.daemon import run_gate
 from maskgate.eventlog import EventLog
@@ -32,7 +33,6 @@ from maskgate.events import DecisionEvent
 from maskgate.mqtt import MqttPublisher, discovery_messages
 from maskgate.stats import Stats
 from maskgate.synthetic import SyntheticDoor
-from test_gate_pipeline import SYNTH_FACES
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

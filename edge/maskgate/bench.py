@@ -212,7 +212,7 @@ class BenchReport:
     threads: list[PipelineResult] = _doc("the configured gate at 1..N threads; threads[0] (1 thread) is "
                                          "maskgate's default that every ratio refers to", factory=list)
     tuning: list[PipelineResult] = _doc("the configured gate with one change each (1 thread): doorway ROI, "
-                                        "detector.max_side 320, detector.every 2, all three", factory=list)
+                                        "detector.max_side 320, detector.every 15, all three", factory=list)
     scaling: list[ScalingRow] = _doc("cost against people in view and frame size", factory=list)
     scaling_note: str = _doc("why scaling is empty, if it is", "")
     compare: list[PipelineResult] = _doc("--compare: the alternatives, 1 thread, same frames", factory=list)
