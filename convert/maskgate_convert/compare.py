@@ -34,7 +34,7 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         scene_right = f"{sc['right_decision']}/{sc['faces']}" if sc else "n/a"
         scene_bare = _p((sc["door"]["bare_face_recall"] or {}).get("value")) if sc else "n/a"
         lat = m["latency_ms_int8_1thread"]
-        ratio = f" ({base['latency_ms_int8_1thread'] / lat:.0f}x faster than seed)" if base and name != "seed" else ""
+        ratio = f" ({_times(base['latency_ms_int8_1thread'] / lat)} than seed)" if base and name != "seed" else ""
         rows.append(f"| {name} | {len(m['labels'])} | {_p(tf['balanced_accuracy_allow_deny'])} | "
                     f"{_p(t8['balanced_accuracy_allow_deny'])} | {_p((t8['bare_face_recall'] or {}).get('value'))} | "
                     f"{scene_right} | {scene_bare} | {m['params']:,} | {m['int8_bytes']:,} | "
@@ -43,7 +43,7 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
     if peer:
         sc = peer[">=48px"]
         rows.append(f"| AIZOO peer (one-stage detector) | 2 | n/a | n/a | n/a | {sc['right_decision']}/{sc['faces']} | "
-                    f"{_p((sc['door']['bare_face_recall'] or {}).get('value'))} | n/a | n/a | n/a | n/a |")
+                    f"{_p((sc['door']['bare_face_recall'] or {}).get('value'))} | n/a | n/a | n/a | n/a | n/a |")
     table = "\n".join(rows)
     env = next(iter(runs.values()))["environment"] if runs else {}
     lines = [
@@ -53,9 +53,11 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         "balanced accuracy is on the door's question (allow = with_mask, deny = anything else) on the "
         "grouped test split; scene numbers are the whole pipeline (YuNet + classifier) on the scene test half. "
         "Latency: int8 model, ai-edge-litert, 1 thread, median of 50 runs, this machine. "
-        "The 'shipped' row is the committed bundle, trained on all the data until its validation loss "
-        "stopped improving: not the same budget, shown for reference. Training compute is epochs x "
-        "training faces x forward multiply-adds x 3.",
+        + ("The 'shipped' row is the committed bundle, trained on all the data until its validation loss "
+           "stopped improving: not the same budget, shown for reference. " if shipped is not None else
+           "The shipped bundle, trained on all the data until its validation loss stopped improving, is "
+           "not in this table (not the same budget): its numbers are in its manifest and the README. ")
+        + "Training compute is epochs x training faces x forward multiply-adds x 3.",
         "",
         f"Machine: {env.get('processor')} ({env.get('machine')}), Python {env.get('python')}, "
         f"TensorFlow {env.get('tensorflow')}, commit {env.get('commit') or 'n/a'}.",
@@ -79,6 +81,13 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
     return table
+
+
+def _times(r: float) -> str:
+    """A speed ratio as words: '64x faster', '1.8x slower'."""
+    if r >= 1:
+        return f"{r:.0f}x faster" if r >= 10 else f"{r:.1f}x faster"
+    return f"{1 / r:.1f}x slower"
 
 
 def _budget_note(runs: dict[str, dict[str, Any]], shipped: dict[str, Any] | None, epochs: int) -> list[str]:
