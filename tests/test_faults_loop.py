@@ -25,7 +25,7 @@ from maskgate.faults import (
     MjpegCamera,
 )
 from maskgate.outputs import FAULT_BLINK
-from maskgate.sources import OpenCVSource
+from maskgate.sources import OpenCVSource, ReplaySource
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,33 @@ def test_failed_inference_is_skipped_and_counted_and_only_a_run_of_them_faults(f
     after = [e.result for e in gate.recorder.events if e.result.frame > 60 and processed(e.result)]
     assert any(r.faces for r in after), "decisions resume after the failed inferences"
     assert set(gate.recorder.triggers()) >= {"open", "alarm"}
+
+
+def test_a_failing_detector_is_retried_on_every_frame_and_the_fault_keeps_showing(tmp_path: Path,
+                                                                                   models: tuple) -> None:
+    """An empty, still doorway is normally searched only every few frames; after a failed search the
+    next frame searches again, so a detector that keeps failing faults after ``health.max_errors``
+    frames and stays faulted (no cadence-skipped frame in between ends it or hides its LED pattern)."""
+    import cv2
+    import numpy as np
+    det, clf = models
+    img = tmp_path / "empty.png"
+    cv2.imwrite(str(img), np.full((240, 320, 3), 120, np.uint8))
+    inj = Injector()
+    inj.start("detect_error")
+    s = settings(health={"max_errors": 3})
+    src = ReplaySource([img], 10, hold=60, realtime=False)
+    src.open()
+    gate = Gate(s, src, FaultyDetector(det, inj), clf)
+    shown: list[bool] = []
+    gate.recorder.hooks.append(lambda r: shown.append(gate.outputs.fault_shown))
+    gate.run()
+    st = gate.pipeline.stats
+    assert inj.hits["detect_error"] == st.errors == 60 and st.frames == 0  # every frame searched, every one failed
+    assert st.faults == 1 and gate.pipeline.faulted == "model" and shown == [True]  # one fault report, blinking
+    assert not any(high_periods(gate.factory.pin(RELAY)))
+    # (test_gate_pipeline.py::test_motion_gate_skips_searching_a_static_empty_doorway: the same
+    # doorway with a working detector is searched on one frame in idle_every)
 
 
 def test_inference_ten_times_slower_still_decides(faces_dir: Path, models: tuple) -> None:
