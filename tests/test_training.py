@@ -26,6 +26,8 @@ def test_tiny_training_through_int8_and_device_runtime(tmp_path: Path, faces_dir
     man = json.loads((out / "bundle" / "manifest.json").read_text())
     assert man["labels"] == ["with_mask", "without_mask", "incorrect_mask", "no_face"]
     assert man["input"]["dtype"] == "int8" and man["split"]["sha256"]
+    # how much of the crops was padding, per source and class (facemask12k's bare faces are tight)
+    assert 0.2 < man["data"]["padding"]["facemask12k"]["without_mask"] < 0.8
     mm = man["metrics"]  # the headline numbers travel with the bundle
     assert mm["test_split"]["balanced_accuracy_allow_deny"]["int8"] == \
         round(m["test"]["int8"]["balanced_accuracy_allow_deny"], 4)
@@ -55,3 +57,30 @@ def test_missing_or_empty_class_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "without_mask").mkdir()
     with pytest.raises(DataError, match="without_mask: class folder is empty"):
         scan_classes(tmp_path, ("with_mask", "without_mask"))
+
+
+def test_inside_fraction_marks_the_padding_of_tight_crops() -> None:
+    from maskgate.crop import CropRule, square_box
+    from maskgate_convert.build import inside_fraction
+
+    # a face well inside a large frame: the whole crop is real
+    assert inside_fraction((480, 640, 3), (300, 200, 60, 60)) == (0.0, 0.0, 1.0, 1.0)
+    # a tight face image: the crop rule's square reaches past every edge
+    x0, y0, x1, y1 = inside_fraction((100, 100, 3), (10, 10, 80, 80))
+    sx, sy, side = square_box((10, 10, 80, 80), CropRule())
+    assert 0 < x0 < 0.1 and y0 == 0 and 0.9 < x1 < 1 and 0.8 < y1 < 1  # the crop sits low: chin
+    assert sy >= 0 and x0 == pytest.approx(-sx / side) and y1 == pytest.approx((100 - sy) / side)
+
+
+def test_replace_padding_keeps_the_face_and_fills_the_rest() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from maskgate_convert.build import replace_padding
+
+    face = np.zeros((64, 64, 3), np.float32)
+    out = replace_padding(tf.constant(face), tf.constant([0.0, 0.25, 0.5, 1.0]),
+                          tf.fill((64, 64, 3), 200.0)).numpy()
+    assert np.all(out[20:, :28] < 1.0)  # inside the image: untouched
+    assert np.all(out[:, 36:] > 199.0) and np.all(out[:12] > 199.0)  # padding: the background
+    assert 0 < out[40, 32, 0] < 200  # blended at the seam, no hard edge

@@ -17,7 +17,7 @@ import numpy as np
 
 from maskgate.bundle import MANIFEST, SCHEMA_VERSION, TensorInfo
 from maskgate.classifier import Classifier
-from maskgate.crop import CropRule, InputSpec, crop_face, to_model_input
+from maskgate.crop import CropRule, InputSpec, crop_face, square_box, to_model_input
 from maskgate.detector import DetectorSettings, FaceDetector
 from maskgate.errors import ModelError
 from maskgate.imageio import read_bgr
@@ -66,6 +66,9 @@ class Prepared:
     groups: np.ndarray
     crops: np.ndarray
     """BGR crops (N_kept, 128, 128, 3) of the located faces."""
+    inside: np.ndarray
+    """(N_kept, 4) float32: the part of each crop that lies inside its source image, as fractions
+    (x0, y0, x1, y1) of the crop; the rest is edge-replicated padding (see :func:`inside_fraction`)."""
     kept: list[Located]
     kept_split: list[str]
     no_face: np.ndarray
@@ -124,6 +127,20 @@ def no_face_patches(scenes: list[Scene], det: FaceDetector, per_scene: int = 8, 
     return (np.stack(patches) if patches else np.zeros((0, CROP_STORE, CROP_STORE, 3), np.uint8)), names
 
 
+def inside_fraction(image_shape: tuple[int, ...], box: tuple[int, int, int, int],
+                    rule: CropRule | None = None) -> tuple[float, float, float, float]:
+    """The part of a face's square crop that lies inside the image, as fractions of the crop.
+
+    Training faces are often tight crops (facemask12k's bare faces: the crop rule's square reaches
+    past the image on all sides for 99% of them), so a third or more of the crop is edge-replicated
+    padding whose streaks differ by source and label, while a door camera's crop is real context.
+    The build knows where the padding is so augmentation can replace it (see ``_augment_fn``)."""
+    x0, y0, side = square_box(box, rule or CropRule())
+    h, w = image_shape[:2]
+    return (float(np.clip((0 - x0) / side, 0.0, 1.0)), float(np.clip((0 - y0) / side, 0.0, 1.0)),
+            float(np.clip((w - x0) / side, 0.0, 1.0)), float(np.clip((h - y0) / side, 0.0, 1.0)))
+
+
 def prepare(opts: BuildOptions, classes: tuple[str, ...], want_no_face: bool) -> Prepared:
     items = _limit(scan_classes(opts.data, classes), opts.limit_per_class)
     log.info("%d images in %s", len(items), opts.data)
@@ -132,13 +149,17 @@ def prepare(opts: BuildOptions, classes: tuple[str, ...], want_no_face: bool) ->
     groups = dedup.group_near_duplicates(hashes)
     names = [f"{it.label}/{it.path.name}" for it in items]
     splits = dedup.assign_splits(names, groups)
-    rows = [(n, it.label, it.source, int(g), s) for n, it, g, s in zip(names, items, groups, splits, strict=True)]
+    rows = [(n, it.label, it.source, int(g), s, " ".join(str(int(v)) for v in loc.box) if loc.box else "")
+            for n, it, g, s, loc in zip(names, items, groups, splits, located, strict=True)]
     kept_idx = [i for i, loc in enumerate(located) if loc.box is not None]
     kept = [located[i] for i in kept_idx]
     crops = np.empty((len(kept), CROP_STORE, CROP_STORE, 3), np.uint8)
+    inside = np.empty((len(kept), 4), np.float32)
     for j, loc in enumerate(kept):
         assert loc.box is not None
-        crops[j] = crop_face(read_bgr(loc.item.path), loc.box, CROP_STORE, CropRule())
+        img = read_bgr(loc.item.path)
+        crops[j] = crop_face(img, loc.box, CROP_STORE, CropRule())
+        inside[j] = inside_fraction(img.shape, loc.box)
     kept_split = [splits[i] for i in kept_idx]
     nf = np.zeros((0, CROP_STORE, CROP_STORE, 3), np.uint8)
     nf_split: list[str] = []
@@ -155,7 +176,19 @@ def prepare(opts: BuildOptions, classes: tuple[str, ...], want_no_face: bool) ->
               "signature": f"dHash {dedup.HASH_SIDE}x{dedup.HASH_SIDE} + mirror, Hamming <= {dedup.THRESHOLD}",
               "no_face_patches": len(nf),
               "unreadable": [f"{loc.item.label}/{loc.item.path.name}: {loc.error}" for loc in located if loc.error]}
-    return Prepared(located, splits, groups, crops, kept, kept_split, nf, nf_split, dedup.split_csv(rows), counts)
+    counts["padding"] = padding_counts(kept, inside)
+    return Prepared(located, splits, groups, crops, inside, kept, kept_split, nf, nf_split, dedup.split_csv(rows),
+                    counts)
+
+
+def padding_counts(kept: list[Located], inside: np.ndarray) -> dict[str, dict[str, float]]:
+    """Mean share of each crop that is padding (outside its source image), per source and class."""
+    pad = 1.0 - (inside[:, 2] - inside[:, 0]) * (inside[:, 3] - inside[:, 1])
+    out: dict[str, dict[str, float]] = {}
+    for key in sorted({(loc.item.source, loc.item.label) for loc in kept}):
+        m = np.array([(loc.item.source, loc.item.label) == key for loc in kept])
+        out.setdefault(key[0], {})[key[1]] = round(float(pad[m].mean()), 3)
+    return out
 
 
 def model_inputs(crops: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -165,15 +198,57 @@ def model_inputs(crops: np.ndarray, spec: InputSpec) -> np.ndarray:
     return out
 
 
-def _augment_fn(spec: InputSpec) -> Any:
-    """Door-camera augmentation: light, contrast, blur, low resolution, scale/shift, JPEG, mirror."""
+def replace_padding(x: Any, inside: Any, background: Any) -> Any:
+    """Keep the part of crop ``x`` (H, W, C, 0..255) inside its source image (``inside``: fractions
+    x0, y0, x1, y1) and take the rest from ``background`` (same shape), blended over about two
+    pixels so no hard seam is left. TensorFlow ops (used inside the training pipeline)."""
+    import tensorflow as tf
+
+    h, w = int(x.shape[0]), int(x.shape[1])
+    ys = (tf.range(h, dtype=tf.float32) + 0.5) / h
+    xs = (tf.range(w, dtype=tf.float32) + 0.5) / w
+    m = tf.cast((ys[:, None] >= inside[1]) & (ys[:, None] < inside[3])
+                & (xs[None, :] >= inside[0]) & (xs[None, :] < inside[2]), tf.float32)
+    k = np.array([1, 4, 6, 4, 1], np.float32)
+    m = tf.pad(m[None, :, :, None], [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
+    m = tf.nn.conv2d(m, tf.constant((np.outer(k, k) / 256.0)[:, :, None, None]), 1, "VALID")[0]
+    return x * m + tf.clip_by_value(background, 0.0, 255.0) * (1.0 - m)
+
+
+FILL_P = 0.8
+"""Share of training faces whose padding is replaced by other context (the rest keep the edge
+replication the device itself uses where a face touches the frame's edge)."""
+
+
+def _augment_fn(spec: InputSpec, backgrounds: np.ndarray | None) -> Any:
+    """Door-camera augmentation: context, light, contrast, blur, low resolution, scale/shift, JPEG, mirror.
+
+    Context first: the crop's padding (outside its source image, see :func:`inside_fraction`) is
+    replaced, for :data:`FILL_P` of the faces, by a background patch from the scenes' tuning half
+    (training groups only; the ``no_face`` patches) or a flat colour with noise, blended over two
+    pixels. A tight training crop then looks like a face in a wider scene, as at the door, and the
+    padding's streaks stop telling the label.
+    """
     import tensorflow as tf
 
     k = np.array([1, 4, 6, 4, 1], np.float32)
     k2 = np.outer(k, k) / 256.0
     kernel = tf.constant(np.tile(k2[:, :, None, None], (1, 1, spec.channels, 1)))
+    bank = tf.constant(backgrounds if backgrounds is not None and len(backgrounds)
+                       else np.zeros((0, *spec.shape), np.float32))
+    n_bank = int(bank.shape[0])
 
-    def aug(x: Any, y: Any) -> Any:
+    def context(x: Any, inside: Any) -> Any:
+        flat = tf.random.uniform([1, 1, spec.channels], 0.0, 255.0) + tf.random.normal(spec.shape, 0.0, 6.0)
+        if n_bank:
+            patch = tf.image.random_flip_left_right(bank[tf.random.uniform([], 0, n_bank, dtype=tf.int32)])
+            bg = tf.cond(tf.random.uniform([]) < 0.75, lambda: patch, lambda: flat)
+        else:
+            bg = flat
+        return replace_padding(x, inside, bg)
+
+    def aug(x: Any, inside: Any, y: Any) -> Any:
+        x = tf.cond(tf.random.uniform([]) < FILL_P, lambda: context(x, inside), lambda: x)
         x = tf.image.random_flip_left_right(x)
         s = tf.random.uniform([], 0.88, 1.0)
         oy = tf.random.uniform([], 0.0, 1.0 - s)
@@ -206,7 +281,10 @@ def _augment_fn(spec: InputSpec) -> Any:
 
 
 def train(arch: Arch, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
-          opts: BuildOptions) -> tuple[Any, dict[str, list[float]]]:
+          opts: BuildOptions, inside_tr: np.ndarray | None = None, backgrounds: np.ndarray | None = None
+          ) -> tuple[Any, dict[str, list[float]]]:
+    """Train ``arch``; ``inside_tr`` (see :func:`inside_fraction`; default: whole crop inside) and
+    ``backgrounds`` (model inputs of background patches) feed the context augmentation."""
     import keras
     import tensorflow as tf
 
@@ -215,10 +293,14 @@ def train(arch: Arch, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va
     n_cls = len(arch.labels)
     counts = np.bincount(y_tr, minlength=n_cls).astype(np.float64)
     weights = {i: float(len(y_tr) / (n_cls * max(c, 1.0))) for i, c in enumerate(counts)}
-    ds = tf.data.Dataset.from_tensor_slices((x_tr, keras.utils.to_categorical(y_tr, n_cls)))
+    if inside_tr is None:
+        inside_tr = np.tile(np.array([0.0, 0.0, 1.0, 1.0], np.float32), (len(x_tr), 1))
+    ds = tf.data.Dataset.from_tensor_slices((x_tr, inside_tr, keras.utils.to_categorical(y_tr, n_cls)))
     ds = ds.shuffle(len(x_tr), seed=opts.seed)
     if arch.augment:
-        ds = ds.map(_augment_fn(arch.spec), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(_augment_fn(arch.spec, backgrounds), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, _inside, y: (x, y))
     ds = ds.batch(opts.batch).prefetch(tf.data.AUTOTUNE)
     va = (x_va, keras.utils.to_categorical(y_va, n_cls))
     cbs = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)]
@@ -368,8 +450,11 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
     split = np.array(prep.kept_split)
     sources = np.array([loc.item.source for loc in prep.kept])
     x_all = model_inputs(prep.crops, arch.spec)
+    inside_all = prep.inside
     if len(prep.no_face):
         x_all = np.concatenate([x_all, model_inputs(prep.no_face, arch.spec)])
+        inside_all = np.concatenate([inside_all, np.tile(np.array([0.0, 0.0, 1.0, 1.0], np.float32),
+                                                         (len(prep.no_face), 1))])
         y_all = np.concatenate([y_all, np.full(len(prep.no_face), lab_index[NO_FACE])])
         split = np.concatenate([split, np.array(prep.no_face_split)])
         sources = np.concatenate([sources, np.full(len(prep.no_face), "scenes-background")])
@@ -380,7 +465,9 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
         train_mask &= src_ok
         val_mask &= src_ok
     log.info("train %d, val %d, test %d", train_mask.sum(), val_mask.sum(), (split == "test").sum())
-    model, history = train(arch, x_all[train_mask], y_all[train_mask], x_all[val_mask], y_all[val_mask], opts)
+    backgrounds = x_all[train_mask & (y_all == lab_index[NO_FACE])] if NO_FACE in arch.labels else None
+    model, history = train(arch, x_all[train_mask], y_all[train_mask], x_all[val_mask], y_all[val_mask], opts,
+                           inside_all[train_mask], backgrounds)
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opts.seed)

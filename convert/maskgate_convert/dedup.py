@@ -92,10 +92,11 @@ def assign_splits(names: Sequence[str], groups: np.ndarray) -> list[str]:
     return [split_of_group(first[int(g)]) for g in groups]
 
 
-def split_csv(rows: Sequence[tuple[str, str, str, int, str]]) -> bytes:
-    """CSV bytes of (file, label, source, group, split)."""
+def split_csv(rows: Sequence[tuple[str, str, str, int, str, str]]) -> bytes:
+    """CSV bytes of (file, label, source, group, split, face): ``face`` is the box the build's
+    detector located in the image ("x y w h" in its pixels; empty when it found none)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "label", "source", "group", "split"])
+    w.writerow(["file", "label", "source", "group", "split", "face"])
     w.writerows(rows)
     return buf.getvalue().encode()

@@ -137,16 +137,24 @@ def model_card(run_dir: Path, out_dir: Path, commands: str) -> Path:
         "(`maskgate.crop`). Images where no face was found were dropped; the counts below are per "
         "source and class, because dropping correlates with the label (masked faces are harder "
         "to detect), which the scene evaluation exposes. Near-duplicates were grouped and "
-        "train/val/test split by group (signature below).",
+        "train/val/test split by group (signature below). Many training images are tight crops: "
+        "the crop rule's square reaches past the image, and the part outside (last column, mean "
+        "share of the crop) is filled by edge replication, in streaks that differ by source and "
+        "label. Training replaces that padding with background patches or flat colour for most "
+        "faces (`FILL_P` in `maskgate_convert.build`), so the streaks cannot tell the label and a "
+        "tight crop looks like a face in a scene, as at the door.",
         "",
-        "| source | class | kept | no face (dropped) | several faces (largest kept) |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| source | class | kept | no face (dropped) | several faces (largest kept) | crop outside the image |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     bundle_manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
     data = bundle_manifest["data"]
+    padding = data.get("padding", {})
     for src, d in data["located"].items():
         for lab, c in d.items():
-            lines.append(f"| {src} | {lab} | {c.get('kept', 0)} | {c.get('no_face', 0)} | {c.get('several', 0)} |")
+            pad = padding.get(src, {}).get(lab)
+            lines.append(f"| {src} | {lab} | {c.get('kept', 0)} | {c.get('no_face', 0)} | {c.get('several', 0)} | "
+                         f"{'n/a' if pad is None else f'{pad:.0%}'} |")
     lines += [
         "",
         f"Near-duplicate signature: {data['signature']}; {data['near_duplicate_groups']:,} groups, "
