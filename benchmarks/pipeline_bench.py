@@ -5,10 +5,13 @@ Prints numbers and asserts nothing. Usage::
 
     python benchmarks/pipeline_bench.py [--seeds 0,1,2,3,4,5] [--visits 12] [--rounds 2]
         [--faces ../shared/data/faces] [--detector-model ../shared/models] [--aizoo PATH]
-        [--variant 'NAME:every=10,face_px=0' ...] [--details]
+        [--variant 'NAME:every=10,face_px=0' ...] [--details] [--bundle DIR] [--whole-images]
 
-The door is built from the shipped bundle's held-out test faces only (``maskgate.bundle.split_files``;
-``--split val`` for tuning on the validation faces instead),
+The door is built from the bundle's held-out test faces only (``maskgate.bundle.split_faces``;
+``--split val`` for tuning on the validation faces instead). Each head is the crop rule's square
+around the face the build's detector located in the image, so a whole-body photo, a drawing or a
+picture of masks alone is not pasted as a head (``--whole-images`` pastes every image whole, as this
+benchmark did before; a bundle whose split file has no face boxes is always pasted whole),
 one person per visit, masked and bare in turn, several seeds. Frames are rendered before the clock
 starts. Time is CPU time of this one-threaded process (``time.process_time``; the gate's stage timers
 are switched to this thread's CPU clock too): on a machine shared with other jobs, CPU time is far
@@ -47,7 +50,7 @@ import numpy as np
 from gpiozero.pins.mock import MockFactory
 
 import maskgate.pipeline
-from maskgate.bundle import load_bundle, split_files
+from maskgate.bundle import load_bundle, split_faces, split_files
 from maskgate.classifier import Classifier
 from maskgate.config import Settings, replace
 from maskgate.decider import Decider
@@ -79,10 +82,11 @@ class Seed:
     visits: list[tuple[int, int, str, str]]
 
 
-def render(faces: Path, images: dict[str, list[str]], seed: int, visits: int) -> Seed:
+def render(faces: Path, images: dict[str, list[str]], seed: int, visits: int,
+           heads: dict[str, dict[str, tuple[int, int, int, int]]] | None = None) -> Seed:
     labels = ["with_mask", "without_mask"] * (visits // 2) + ["with_mask"] * (visits % 2)
     door = SyntheticDoor(faces, W, H, FPS, script=[[lab] for lab in labels], seed=seed, realtime=False,
-                         start_wall=0.0, images=images)
+                         start_wall=0.0, images=images, heads=heads)
     door.open()
     frames = []
     while (f := door.read()) is not None:
@@ -312,6 +316,11 @@ def main() -> None:
                          "'every 3:every=3' (repeatable)")
     ap.add_argument("--details", action="store_true", help="print one line per visit")
     ap.add_argument("--split", default="test", help="which held-out faces: test (report) or val (tuning)")
+    ap.add_argument("--whole-images", action="store_true",
+                    help="paste each face image whole as the head (the door before heads were cut around "
+                         "the face the build located)")
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="classifier bundle folder (default: the one the package ships)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     maskgate.pipeline.time = CpuClock()  # type: ignore[attr-defined]
@@ -328,18 +337,22 @@ def main() -> None:
     if args.only:
         keep = args.only.split(",")
         variants = [v for v in variants if any(k in v[0] for k in keep)]
-    images = split_files(load_bundle(), args.split)
+    bundle = load_bundle(args.bundle)
+    heads = None if args.whole_images else split_faces(bundle, args.split) or None
+    images = {lab: list(v) for lab, v in heads.items()} if heads else split_files(bundle, args.split)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
           f"python {platform.python_version()}, opencv {cv2.__version__}; one thread; load "
           f"{os.getloadavg()[0]:.1f}")
     counts = ", ".join(f"{k} {len(v)}" for k, v in images.items())
-    print(f"door: {W}x{H} at {FPS} fps, held-out {args.split} faces ({counts}), seeds {seeds}, "
+    how = ("whole images pasted as heads" if heads is None else
+           "heads cut around the face the build's detector located (images where it found none left out)")
+    print(f"door: {W}x{H} at {FPS} fps, held-out {args.split} faces ({counts}; {how}), seeds {seeds}, "
           f"{args.visits} visits each, one person per visit")
     d = Settings().detector
     print(f"new default [detector]: face_px {d.face_px}, every {d.every}, moving_every {d.moving_every}, "
           f"idle_every {d.idle_every}, motion {d.motion}")
 
-    clf = Classifier(threads=1)
+    clf = Classifier(args.bundle, threads=1)
     dets = {name: FaceDetector(detector_settings(s), args.detector_model) for name, s in variants}
     print(f"classifier: runtime {clf.runtime}, delegate {clf.delegate}; detector {dets[variants[0][0]].model_path}")
     az = AizooDetector(args.aizoo, threads=1) if args.aizoo.is_file() else None
@@ -351,7 +364,7 @@ def main() -> None:
     n_frames = n_judged = 0
     for si, seed in enumerate(seeds):
         t = time.process_time()
-        sd = render(args.faces, images, seed, args.visits)
+        sd = render(args.faces, images, seed, args.visits, heads)
         if si == 0:
             jpeg = [cv2.imencode(".jpg", f.image)[1] for f in sd.frames[:50]]
             t_render = (time.process_time() - t) / len(sd.frames)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskgate.bundle import default_bundle_dir, load_bundle, split_files
+from maskgate.bundle import default_bundle_dir, load_bundle, split_faces, split_files
 from maskgate.classifier import Classifier
 from maskgate.errors import ModelError
 from maskgate.imageio import read_bgr
@@ -105,6 +105,26 @@ def test_split_files_lists_only_the_held_out_split() -> None:
     assert set(test) == {"with_mask", "without_mask", "incorrect_mask"}
     for label, names in test.items():
         assert names and not set(names) & set(train.get(label, ()))
+
+
+def test_split_faces_gives_the_located_face_of_each_held_out_image(tmp_path: Path) -> None:
+    b = load_bundle()
+    files, faces = split_files(b, "test"), split_faces(b, "test")
+    assert set(faces) == set(files)
+    for label, boxes in faces.items():
+        assert boxes and set(boxes) <= set(files[label])
+        assert all(w >= 8 and h >= 8 for _x, _y, w, h in boxes.values())
+    # images where the build found no face are left out (e.g. chandrikadeb7 masked photos)
+    assert sum(map(len, faces.values())) < sum(map(len, files.values()))
+    # a split file from before the build recorded boxes: no faces, the files are still listed
+    old = tmp_path / "bundle"
+    shutil.copytree(b.directory, old)
+    rows = list(csv.DictReader((old / "split.csv").open()))
+    with (old / "split.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label", "source", "group", "split"])
+        w.writerows([r["file"], r["label"], r["source"], r["group"], r["split"]] for r in rows)
+    assert split_faces(load_bundle(old), "test") == {} and split_files(load_bundle(old), "test") == files
 
 
 def test_committed_model_accuracy_on_committed_test_split(faces_dir: Path) -> None:

@@ -201,6 +201,35 @@ def test_synthetic_door_is_deterministic_with_ground_truth(faces_dir: Path) -> N
     assert max(widths) >= 40
 
 
+def test_synthetic_door_pastes_the_head_around_the_located_face(faces_dir: Path) -> None:
+    from maskgate.crop import CropRule, square_box
+    from maskgate.imageio import read_bgr
+
+    name = SYNTH_FACES["with_mask"][0]
+    h, w = read_bgr(faces_dir / "with_mask" / name).shape[:2]
+    box = (w // 4, h // 4, w // 3, h // 3)  # a face in part of a larger photo
+
+    def widest(door: SyntheticDoor) -> tuple[int, int, int, int]:
+        door.open()
+        boxes = [t.box for f in iter(door.read, None) for t in f.truth or ()]
+        return max(boxes, key=lambda b: b[2])
+
+    whole = widest(SyntheticDoor(faces_dir, 640, 480, 10, script=[["with_mask"]], realtime=False,
+                                 images={"with_mask": [name]}, start_wall=0.0))
+    door = SyntheticDoor(faces_dir, 640, 480, 10, script=[["with_mask"]], realtime=False,
+                         heads={"with_mask": {name: box}}, start_wall=0.0)
+    head = widest(door)
+    assert door.images == {"with_mask": [name]}
+    assert abs(whole[3] / whole[2] - h / w) < 0.05  # the whole photo keeps its aspect
+    assert abs(head[3] - head[2]) <= 1  # the head is the crop rule's square around the face
+    side = square_box(box, CropRule())[2]
+    head_img = door._face(faces_dir / "with_mask" / name)
+    assert head_img.shape == (side, side, 4) and head_img[:, :, 3].min() == 255  # all inside the photo
+    from maskgate.synthetic import _head
+    corner = _head(read_bgr(faces_dir / "with_mask" / name), (0, 0, w // 2, h // 2))
+    assert corner[0, 0, 3] == 0 and corner[-1, -1, 3] == 255  # transparent where the square leaves the photo
+
+
 def test_synthetic_door_needs_its_faces(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="faces folder"):
         SyntheticDoor(tmp_path / "none").open()

@@ -2,7 +2,8 @@
 
 A frame set is built once in the bench's main process and handed to every measured pipeline, so
 all of them see the same frames. Frames come from the synthetic door (faces of the classifier's
-held-out test split, with the truth of every frame) or from a folder of images (labelled when
+held-out test split, each head cut around the face the build located in its image, with the
+truth of every frame) or from a folder of images (labelled when
 PASCAL VOC annotations sit beside them, as in ``scenes/images`` + ``scenes/annotations``).
 Nothing is written to disk.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bundle import Bundle, split_files
+from .bundle import Bundle, split_faces, split_files
 from .errors import FrameError, ImageError, SourceError
 from .imageio import read_bgr
 from .scenes import SceneFace, read_voc
@@ -108,25 +109,31 @@ class EncodedSource:
         self._i = 0
 
 
-def held_out_faces(bundle: Bundle) -> dict[str, list[str]]:
-    """The classifier's test-split file names per label (empty when the bundle records no split)."""
-    return split_files(bundle, "test")
+HeldOut = dict[str, dict[str, tuple[int, int, int, int] | None]]
+"""Per label, file name -> the face box the build located in it (None: not recorded)."""
 
 
-def synthetic_door(faces: Path, held_out: dict[str, list[str]], *, width: int = 640, height: int = 480,
+def held_out_faces(bundle: Bundle) -> HeldOut:
+    """The classifier's test-split files per label with their located face (empty when the bundle
+    records no split). Files where the build found no face are left out when it recorded boxes."""
+    faces: HeldOut = {lab: dict(v) for lab, v in split_faces(bundle, "test").items()}
+    return faces or {lab: dict.fromkeys(names) for lab, names in split_files(bundle, "test").items()}
+
+
+def synthetic_door(faces: Path, held_out: HeldOut, *, width: int = 640, height: int = 480,
                    fps: float = 10.0, visits: int = 6, people: int = 1, seed: int = 0,
                    face_frac: tuple[float, float] = (0.17, 0.26)) -> SyntheticDoor:
     """A finite synthetic door cycling with / without / incorrect mask, ``people`` persons per visit."""
     labels = [LABEL_CYCLE[(i + j) % len(LABEL_CYCLE)] for i in range(visits) for j in range(people)]
     script = [labels[i * people:(i + 1) * people] for i in range(visits)]
-    images = {lab: names for lab, names in held_out.items() if names} or None
+    heads = {lab: files for lab, files in held_out.items() if files} or None
     door = SyntheticDoor(faces, width, height, fps, people=people, seed=seed, script=script, realtime=False,
-                         start_wall=0.0, images=images, face_frac=face_frac)
+                         start_wall=0.0, heads=heads, face_frac=face_frac)
     door.open()
     return door
 
 
-def synthetic_frames(faces: Path, held_out: dict[str, list[str]], *, width: int = 640, height: int = 480,
+def synthetic_frames(faces: Path, held_out: HeldOut, *, width: int = 640, height: int = 480,
                      fps: float = 10.0, visits: int = 6, warmup: int = 10, seed: int = 0) -> FrameSet:
     """Every frame of a one-person-per-visit synthetic door; warm-up frames come from another seed."""
     door = synthetic_door(faces, held_out, width=width, height=height, fps=fps, visits=visits, seed=seed)
@@ -140,7 +147,7 @@ def synthetic_frames(faces: Path, held_out: dict[str, list[str]], *, width: int 
     return FrameSet("synthetic", desc, frames, warm, str(faces), held_out=bool(held_out))
 
 
-def _warmup(faces: Path, held_out: dict[str, list[str]], width: int, height: int, fps: float, n: int,
+def _warmup(faces: Path, held_out: HeldOut, width: int, height: int, fps: float, n: int,
             seed: int) -> list[EncodedFrame]:
     if n <= 0:
         return []
@@ -162,7 +169,7 @@ def side_by_side(people: int, fill: float = 0.8) -> tuple[float, float]:
     return (min(0.17, 0.85 * hi), hi)
 
 
-def crowd_frames(faces: Path, held_out: dict[str, list[str]], people: int, *, width: int = 640,
+def crowd_frames(faces: Path, held_out: HeldOut, people: int, *, width: int = 640,
                  height: int = 480, fps: float = 2.0, count: int = 40, warmup: int = 5, seed: int = 0) -> FrameSet:
     """Frames of a synthetic door where ``people`` persons stand side by side in view (for scaling rows).
 

@@ -105,24 +105,43 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     return Bundle(d, model_path, manifest, labels, spec, rule, inp, out)
 
 
+def _split_rows(bundle: Bundle, split: str) -> list[dict[str, str]]:
+    info = bundle.manifest.get("split") or {}
+    name = info.get("file") if isinstance(info, dict) else None
+    if not name:
+        return []
+    path = bundle.directory / str(name)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [row for row in csv.DictReader(fh)
+                    if row.get("split") == split and "/" in (row.get("file") or "")]
+    except (OSError, csv.Error) as exc:
+        raise ModelError(f"{path}: cannot read the bundle's split file ({exc})") from exc
+
+
 def split_files(bundle: Bundle, split: str = "test") -> dict[str, list[str]]:
     """File names (inside each class folder) of one split recorded with the bundle, per label.
 
     The test split was never used for training or tuning, so benchmarks and synthetic doors built
     from it measure the model honestly. A bundle without a split file gives an empty mapping.
     """
-    info = bundle.manifest.get("split") or {}
-    name = info.get("file") if isinstance(info, dict) else None
-    if not name:
-        return {}
-    path = bundle.directory / str(name)
     out: dict[str, list[str]] = {}
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("split") == split and "/" in row.get("file", ""):
-                    label, file = row["file"].split("/", 1)
-                    out.setdefault(label, []).append(file)
-    except (OSError, KeyError, csv.Error) as exc:
-        raise ModelError(f"{path}: cannot read the bundle's split file ({exc})") from exc
+    for row in _split_rows(bundle, split):
+        label, file = row["file"].split("/", 1)
+        out.setdefault(label, []).append(file)
+    return out
+
+
+def split_faces(bundle: Bundle, split: str = "test") -> dict[str, dict[str, tuple[int, int, int, int]]]:
+    """Like :func:`split_files`, with the face box (x, y, w, h) the build's detector located in each
+    image, per label and file; images where it found no face are left out. Empty for a split file
+    written before the build recorded boxes (its ``face`` column)."""
+    out: dict[str, dict[str, tuple[int, int, int, int]]] = {}
+    for row in _split_rows(bundle, split):
+        parts = (row.get("face") or "").split()
+        if len(parts) != 4:
+            continue
+        label, file = row["file"].split("/", 1)
+        x, y, w, h = (int(v) for v in parts)
+        out.setdefault(label, {})[file] = (x, y, w, h)
     return out

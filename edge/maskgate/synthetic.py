@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .config import LABELS
+from .crop import CropRule, square_box
 from .errors import ImageError, SourceError
 from .imageio import read_bgr
 from .sources import Frame, Pacer, TruthFace
@@ -69,10 +70,16 @@ class SyntheticDoor:
                  enter_s: float = 1.0, stand_s: float = 2.5, leave_s: float = 1.0, gap_s: float = 1.0,
                  face_frac: tuple[float, float] = (0.17, 0.26), loop: bool = False,
                  realtime: bool = True, start_wall: float | None = None,
-                 images: Mapping[str, Sequence[str]] | None = None) -> None:
+                 images: Mapping[str, Sequence[str]] | None = None,
+                 heads: Mapping[str, Mapping[str, tuple[int, int, int, int] | None]] | None = None) -> None:
         self.start_wall = start_wall
-        self.images = images
+        self.images = {lab: list(v) for lab, v in heads.items()} if heads is not None else images
         """Optional file names per label (inside ``faces_dir/label``) instead of every .jpg there."""
+        self.heads = heads
+        """Optional face box per label and file (e.g. :func:`maskgate.bundle.split_faces`), instead of
+        ``images``: the door then pastes the crop rule's square around that face as the head, not the
+        whole image (a whole-body photo pasted as a head shows a face far smaller than the head); a
+        file whose box is None is pasted whole."""
         self.faces_dir = Path(faces_dir) if faces_dir else Path()
         self.width, self.height, self.fps = width, height, fps
         self.max_people = max(1, min(8, people))
@@ -86,6 +93,9 @@ class SyntheticDoor:
         self.realtime = realtime
         self.dropped = 0
         self._paths: dict[str, list[Path]] = {}
+        self._boxes: dict[Path, tuple[int, int, int, int]] = {
+            self.faces_dir / lab / name: box for lab, files in (heads or {}).items() for name, box in files.items()
+            if box is not None}
         self._visits: list[Visit] = []
         self._next_person = 0
         self._rng = np.random.default_rng(seed)
@@ -200,6 +210,9 @@ class SyntheticDoor:
                 img = read_bgr(path)
             except ImageError as exc:
                 raise SourceError(f"synthetic door: {exc}") from exc
+            box = self._boxes.get(path)
+            if box is not None:
+                img = _head(img, box)
             self._cache[path] = img
             if len(self._cache) > 32:
                 self._cache.popitem(last=False)
@@ -263,7 +276,7 @@ class SyntheticDoor:
         chin = cy + th * 0.5
         fy0, fy1, fx0, fx1 = int(fh * 0.15), max(int(fh * 0.3), int(fh * 0.15) + 1), int(fw * 0.35), \
             max(int(fw * 0.65), int(fw * 0.35) + 1)
-        skin = tuple(int(v) for v in np.median(face[fy0:fy1, fx0:fx1].reshape(-1, 3), axis=0))
+        skin = tuple(int(v) for v in np.median(face[fy0:fy1, fx0:fx1, :3].reshape(-1, 3), axis=0))
         shoulders = int(chin + size * 0.95)
         cv2.rectangle(img, (int(cx - size * 0.21), int(chin - size * 0.1)), (int(cx + size * 0.21), shoulders),
                       skin, -1)
@@ -278,9 +291,25 @@ class SyntheticDoor:
         scaled = cv2.resize(face, (tw, th), interpolation=interp)
         alpha = _head_mask(tw, th)[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
         patch = scaled[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0].astype(np.float32)
+        if patch.shape[2] == 4:  # a head cut around a face: outside its photo, the door shows through
+            alpha = alpha * (patch[:, :, 3:] / 255.0)
+            patch = patch[:, :, :3]
         region = img[cy0:cy1, cx0:cx1].astype(np.float32)
         img[cy0:cy1, cx0:cx1] = (patch * alpha + region * (1.0 - alpha)).astype(np.uint8)
         return (cx0, cy0, cx1 - cx0, cy1 - cy0)
+
+
+def _head(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The crop rule's square around a face box as BGRA: alpha 0 where the square leaves the photo
+    (pasted, the door's own background shows there, not padding a camera would never see)."""
+    x0, y0, side = square_box(box, CropRule())
+    h, w = img.shape[:2]
+    head = np.zeros((side, side, 4), np.uint8)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if cx1 > cx0 and cy1 > cy0:
+        head[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, :3] = img[cy0:cy1, cx0:cx1]
+        head[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, 3] = 255
+    return head
 
 
 def judged_label(frame: Frame, width: int, roi: tuple[float, float] = (0.2, 0.8), min_face: int = 48) -> str | None:
