@@ -2,7 +2,7 @@
 
 Prints numbers and asserts nothing. Usage::
 
-    python benchmarks/soak.py [--frames 100000] [--seed 0] [--fault-every 30] [--jobs 2]
+    python benchmarks/soak.py [--frames 100000] [--seed 0] [--fault-every 30] [--jobs 2] [--details]
 
 Two passes over the same door (same seed, held-out faces of the bundle's test split): one without
 faults, one with a seeded random schedule of camera, model and output faults (maskgate.faults).
@@ -15,10 +15,24 @@ Reported: frames processed, faults survived by kind and what they did, the longe
 and the longest a pulse outlived its last request (monotonic clock, from the relay pin's
 history), resident memory at start, after warm-up and at the end, and decisions lost. Every
 masked visitor should end in ``allow`` and every bare or wrongly masked one in ``deny``; a wrong
-ending is counted as covered (a fault, plus its aftermath, spanned the whole visit), lost to a
-fault (right without faults, a fault overlapped the visit), the model's or detector's own
-mistake (wrong without faults too), or other (right without faults and no fault near it: should
-be zero).
+ending in the faulty pass is counted as
+
+- covered by a fault, when the faults left the gate too little of the visit (:data:`COVERED_RULE`,
+  printed with the counts): no stretch of the visit clear of every stopping fault's reach held the
+  judgeable frames (fully in view, at least 48 px wide) the gate needs, ``decision.window`` (5) or,
+  for a visitor it got right without faults, as many as it needed then if more. A stopping fault
+  (camera down or hung, bad frames, detection or inference failing) reaches from its start to its
+  end, plus up to ``source.reopen_max_delay`` of reopen backoff for a camera fault, plus 2 s to
+  decide again (the issue's allowance). The frames are the fault-free pass's, which processes every
+  frame: what the camera showed, not what the gate made of it. Slow faults cover nobody;
+- the model's or detector's own mistake (wrong without faults too);
+- lost to a fault (right without faults, and a fault's reach overlapped the visit): the gate had
+  the frames and still got it wrong, a recovery problem to look into;
+- other (right without faults, no fault near it): should be zero.
+
+``--details`` lists every visitor right without faults and wrong with them: the faults near the
+visit, the judgeable frames of each clear stretch against those needed, when the gate processed
+frames again, and a frame-by-frame timeline of their track's state with and without faults.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import os
 import platform
 import resource
 import sys
+import textwrap
 import time
 import typing
 from collections import Counter
@@ -44,7 +59,6 @@ from maskgate.config import Settings
 from maskgate.detector import FaceDetector
 from maskgate.events import FrameResult
 from maskgate.faults import (
-    SOAK_FAULTS,
     FaultyClassifier,
     FaultyDetector,
     FaultyPin,
@@ -59,7 +73,7 @@ from maskgate.health import Health
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import iou
-from maskgate.sources import Frame
+from maskgate.sources import Frame, TruthFace
 from maskgate.synthetic import SyntheticDoor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +84,25 @@ DEVICE_COST = {"detect": 0.05, "classify": 0.005}
 the 10x-slower faults in frame time."""
 
 CAMERA_FAULTS = ("camera_down", "camera_hang", "bad_frame")
+STOPPING = (*CAMERA_FAULTS, "detect_error", "inference_error")
+"""Fault kinds during which the gate decides nothing (the slow ones only thin the frames out)."""
+RESUME_S = 2.0
+"""Seconds the gate may take to decide again once frames return (issue 6: "decisions resume within 2 s
+of frames returning")."""
+MIN_FACE = 48
+COVERED_RULE = (
+    "covered by a fault: no stretch of the visit clear of every stopping fault's reach held the judgeable "
+    "frames (fully in view, >= 48 px wide) the gate needs: `decision.window` (5), or, for a visitor it got "
+    "right without faults, as many as it took then if that was more. A stopping fault (camera down or hung, "
+    "bad frames, detection or inference failing) reaches from its start to its end, plus up to "
+    "`source.reopen_max_delay` of reopen backoff for a camera fault, plus 2 s to decide again. Slow faults "
+    "cover nobody.")
+
+
+def judgeable(t: TruthFace, width: int, min_face: int = MIN_FACE) -> bool:
+    """A visitor's face any gate could judge in a frame: fully in view and at least ``min_face`` wide."""
+    x, _, w, _ = t.box
+    return x > 0 and x + w < width and w >= min_face
 
 
 def rss_mb() -> float:
@@ -117,13 +150,20 @@ class Outcomes:
     """Per visitor: the last allow/deny their track reached (tracks matched to ground truth by IoU);
     and safety counters over every frame result."""
 
-    def __init__(self, cam: SimCamera, health: Health, warmup: int, width: int, name: str) -> None:
+    def __init__(self, cam: SimCamera, health: Health, warmup: int, width: int, name: str, fps: float) -> None:
         self.name = name
+        self.fps = fps
         self.cam = cam
         self.width = width
         self.health = health
         self.warmup = warmup
         self.final: dict[int, str] = {}
+        self.in_fault = False
+        self.resumed: list[float] = []
+        """Frame time of the first frame processed after each fault decision."""
+        self.seen: dict[int, list[tuple[float, int, str]]] = {}
+        """Per visitor, every processed frame they were in: (frame time, judgeable 0/1, the state of the
+        track matched to them or "" when none was)."""
         self.opens = self.alarms = 0
         self.open_with_bare_face = 0
         self.relay_on_in_fault = 0
@@ -140,8 +180,12 @@ class Outcomes:
         if r.frame < 0:
             self.relay_on_in_fault += bool(r.outputs["relay"])
             self.fault_reasons[str(d.reason)] += 1
+            self.in_fault = True
             return
         self.frames += 1
+        if self.in_fault:
+            self.resumed.append(round(r.frame / self.fps, 2))
+            self.in_fault = False
         if self.frames % 10_000 == 0:
             self.trend.append((self.frames, round(rss_mb(), 1), round(os.getloadavg()[0], 1)))
             print(f"[{self.name}] {self.frames} frames, {rss_mb():.1f} MB, load {os.getloadavg()[0]:.1f}, "
@@ -159,12 +203,18 @@ class Outcomes:
         if d.trigger == "open":
             self.open_with_bare_face += any(t.label != "with_mask" and t.box[2] >= 48 and 0 < t.box[0]
                                             and t.box[0] + t.box[2] < self.width for t in truth)
+        matched: dict[int, str] = {}
         for tv in d.tracks:
-            if not tv.in_roi or tv.state not in ("allow", "deny") or not truth:
+            if not tv.in_roi or not truth:
                 continue
             best = max(truth, key=lambda t: iou(tv.box, t.box))
             if iou(tv.box, best.box) >= 0.3:
-                self.final[best.person] = tv.state
+                matched[best.person] = tv.state
+                if tv.state in ("allow", "deny"):
+                    self.final[best.person] = tv.state
+        for t in truth:
+            self.seen.setdefault(t.person, []).append(
+                (round(r.frame / self.fps, 2), int(judgeable(t, self.width)), matched.get(t.person, "")))
 
 
 def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
@@ -191,7 +241,7 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
     assert isinstance(pin, FaultyPin)
     relay = Relay(pin, outputs)
     health = Health(s.health, s.source, clock=clock)
-    outcomes = Outcomes(cam, health, args.warmup, args.width, "faults" if faulty else "baseline")
+    outcomes = Outcomes(cam, health, args.warmup, args.width, "faults" if faulty else "baseline", fps)
     p = Pipeline(s, cam, typing.cast(FaceDetector, det), typing.cast(Classifier, clf), outputs,
                  observers=[outcomes], health=health, clock=clock, wait=clock.wait)
     cam.open()
@@ -213,13 +263,13 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
         "schedule": [(f.kind, f.start, f.end, f.params) for f in schedule],
         "relay": {**relay.summary(), "pulse_s": s.outputs.relay_pulse, "max_on_s": s.outputs.relay_max_on,
                   "on_during_fault": outcomes.relay_on_in_fault},
-        "trend": outcomes.trend,
+        "trend": outcomes.trend, "resumed": outcomes.resumed,
         "opens": outcomes.opens, "alarms": outcomes.alarms, "opens_with_bare_face": outcomes.open_with_bare_face,
         "unhealthy_frames": outcomes.unhealthy, "rss_mb": {k: round(v, 1) for k, v in outcomes.rss.items()},
         "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "people": [{"id": pp.id, "label": pp.label, "start": pp.start / fps, "end": pp.end / fps,
-                    "final": outcomes.final.get(pp.id)} for pp in people],
-        "reopen_max_delay": s.source.reopen_max_delay,
+                    "final": outcomes.final.get(pp.id), "seen": outcomes.seen.get(pp.id, [])} for pp in people],
+        "reopen_max_delay": s.source.reopen_max_delay, "window": s.decision.window,
     }
 
 
@@ -227,14 +277,56 @@ def right(person: dict[str, Any]) -> bool:
     return person["final"] == ("allow" if person["label"] == "with_mask" else "deny")
 
 
-def compare(base: dict[str, Any], soak: dict[str, Any]) -> dict[str, Any]:
-    """Sort every visitor's ending in the faulty pass against the fault-free one."""
-    # a fault's reach: its window, plus a reopen's backoff for camera faults and a voting window for
-    # the others; a busy output pin changes what the door does, never a decision
-    aftermath = {k: soak["reopen_max_delay"] + 1.0 if k in CAMERA_FAULTS else 1.0 for k in SOAK_FAULTS}
-    windows = [ScheduledFault(k, a, b + aftermath[k]) for k, a, b, _p in soak["schedule"] if k != "gpio_busy"]
+def reaches(soak: dict[str, Any]) -> list[ScheduledFault]:
+    """Each stopping fault's reach: its window, the camera's way back (up to ``source.reopen_max_delay``
+    of reopen backoff) and the :data:`RESUME_S` the gate may take to decide again."""
+    catch_up = {k: soak["reopen_max_delay"] if k in CAMERA_FAULTS else 0.0 for k in STOPPING}
+    return [ScheduledFault(k, a, b + catch_up[k] + RESUME_S) for k, a, b, _p in soak["schedule"] if k in STOPPING]
+
+
+def needed(base_pp: dict[str, Any], window: int) -> int:
+    """Judgeable frames the gate needs for a visitor it got right without faults: ``window``, or as many
+    as it took then (from their first judgeable frame to their track's first allow or deny) if more."""
+    n = 0
+    for _t, j, st in base_pp["seen"]:
+        n += j
+        if st in ("allow", "deny"):
+            break
+    return max(window, n)
+
+
+def clear_stretches(base_pp: dict[str, Any], reach: list[ScheduledFault]) -> list[int]:
+    """Judgeable frames of the visitor in each stretch of their visit that no fault's reach touches.
+
+    Taken from the fault-free pass, which processes every frame the camera delivers: what the camera
+    showed, not what the gate made of it. Frames at the edge of the picture or under ``MIN_FACE``
+    pixels are not judgeable and do not break a stretch; a frame inside a reach does."""
+    out, run, broken = [], 0, True
+    for t, j, _st in base_pp["seen"]:
+        if any(r.start <= t < r.end for r in reach):
+            if not broken:
+                out.append(run)
+            run, broken = 0, True
+            continue
+        broken = False
+        run += j
+    if not broken:
+        out.append(run)
+    return out
+
+
+def compare(base: dict[str, Any], soak: dict[str, Any],
+            details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Sort every visitor's ending in the faulty pass against the fault-free one (see :data:`COVERED_RULE`);
+    ``details`` gets one :func:`detail` per visitor right without faults and wrong with them."""
+    reach = reaches(soak)
+    # what a fault may touch: a stopping fault's reach, a slow one's window plus RESUME_S; a busy
+    # output pin changes what the door does, never a decision
+    near = reach + [ScheduledFault(k, a, b + RESUME_S) for k, a, b, _p in soak["schedule"]
+                    if k not in STOPPING and k != "gpio_busy"]
     ok_base = {pp["id"]: right(pp) for pp in base["people"]}
-    counts: Counter[str] = Counter()
+    by_id = {pp["id"]: pp for pp in base["people"]}
+    counts: Counter[str] = Counter({"covered_by_a_fault": 0, "lost_to_a_fault": 0, "other_loss": 0})
     for pp in soak["people"]:
         label = "masked" if pp["label"] == "with_mask" else "bare"
         counts[f"{label}_total"] += 1
@@ -242,15 +334,56 @@ def compare(base: dict[str, Any], soak: dict[str, Any]) -> dict[str, Any]:
             counts[f"{label}_right"] += 1
             counts["gained"] += not ok_base[pp["id"]]
             continue
-        if any(w.covers(pp["start"], pp["end"]) for w in windows):
-            counts["covered_by_a_fault"] += 1
+        bp = by_id[pp["id"]]
+        stretches = clear_stretches(bp, reach)
+        need = needed(bp, soak["window"]) if ok_base[pp["id"]] else soak["window"]
+        if not any(n >= need for n in stretches):
+            why = "covered_by_a_fault"
         elif not ok_base[pp["id"]]:
-            counts["model_or_detector_wrong_without_a_fault"] += 1
-        elif any(w.overlaps(pp["start"], pp["end"]) for w in windows):
-            counts["lost_to_a_fault"] += 1
+            why = "model_or_detector_wrong_without_a_fault"
+        elif any(w.overlaps(pp["start"], pp["end"]) for w in near):
+            why = "lost_to_a_fault"
         else:
-            counts["other_loss"] += 1
+            why = "other_loss"
+        counts[why] += 1
+        if details is not None and ok_base[pp["id"]]:
+            details.append({"why": why, "clear_judgeable_frames": stretches, "needed": need,
+                            **detail(pp, bp, soak)})
     return dict(counts)
+
+
+def timeline(seen: list[Any], frames: list[Any]) -> str:
+    """One character per frame the visitor was in view: the state of their track on a processed frame
+    (a, d, c, u; ``-`` no track), ``.`` not processed; upper case where they were judgeable."""
+    at = {t: st for t, _j, st in seen}
+    out = []
+    for t, j, _st in frames:
+        c = (at[t] or "-")[0] if t in at else "."
+        out.append(c.upper() if j else c)
+    return "".join(out)
+
+
+def detail(pp: dict[str, Any], base_pp: dict[str, Any], soak: dict[str, Any]) -> dict[str, Any]:
+    """One visitor's visit in both passes: the faults near it (window, reopen backoff and RESUME_S
+    overlapping the visit), when the gate processed frames again after the last stopping one, and a
+    frame-by-frame :func:`timeline` with and without faults."""
+    reach = soak["reopen_max_delay"] + RESUME_S
+    faults = [(k, round(a, 2), round(b, 2)) for k, a, b, _p in soak["schedule"]
+              if k != "gpio_busy" and a < pp["end"] and pp["start"] < b + reach]
+    resumed = soak["resumed"]
+    stop_end = max((b for k, _a, b in faults if k in STOPPING), default=None)
+    after = pp["start"] if stop_end is None else stop_end
+    back = None if stop_end is None else next((t for t in resumed if t >= stop_end - 0.05), None)
+    return {
+        "id": pp["id"], "label": pp["label"], "visit": [round(pp["start"], 2), round(pp["end"], 2)],
+        "in_view_from": base_pp["seen"][0][0] if base_pp["seen"] else None,
+        "faults": faults, "stopping_fault_end": stop_end, "gate_resumed_at": back,
+        "processed_after_fault": sum(t >= after for t, _j, _st in pp["seen"]),
+        "judgeable_processed_after_fault": sum(t >= after and j for t, j, _st in pp["seen"]),
+        "final": pp["final"], "final_without_faults": base_pp["final"],
+        "with_faults": timeline(pp["seen"], base_pp["seen"]),
+        "without": timeline(base_pp["seen"], base_pp["seen"]),
+    }
 
 
 def report(result: dict[str, Any], title: str) -> None:
@@ -292,6 +425,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2000, help="frames before the warm resident-memory reading")
     ap.add_argument("--jobs", type=int, default=2, help="run the two passes in parallel processes (1: in turn)")
     ap.add_argument("--json", type=Path, default=None, help="also write everything measured to this file")
+    ap.add_argument("--details", action="store_true",
+                    help="list every visitor right without faults and wrong with them")
     ap.add_argument("-v", "--verbose", action="store_true", help="log the gate's warnings")
     args = ap.parse_args()
     if args.detector_model is None and (SHARED / "models" / "face_detection_yunet_2023mar.onnx").exists():
@@ -314,11 +449,19 @@ def main() -> None:
           + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
     print("calls or frames each fault kind hit: " + json.dumps(soak["injected_hits"], sort_keys=True))
     print("fault decisions by reason (faulty pass): " + json.dumps(soak["fault_reasons"], sort_keys=True))
-    lost = compare(base, soak)
+    details: list[dict[str, Any]] = []
+    lost = compare(base, soak, details)
     print("visitor endings with faults vs without: " + json.dumps(lost, sort_keys=True))
+    print(textwrap.fill(COVERED_RULE, 110))
+    if base["dropped"]:
+        print(f"(the fault-free pass dropped {base['dropped']} frames: the rule saw only the ones it processed)")
+    if args.details:
+        print("visitors right without faults and wrong with them:")
+        for d in details:
+            print("  " + json.dumps(d))
     print(f"total {time.perf_counter() - t0:.0f} s, load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"baseline": base, "faulty": soak, "compare": lost,
+        args.json.write_text(json.dumps({"baseline": base, "faulty": soak, "compare": lost, "details": details,
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
 
 

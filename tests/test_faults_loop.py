@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from fault_helpers import GREEN, RED, RELAY, Gate, door, high_periods, make_models, settings
 from maskgate.classifier import Classifier
+from maskgate.config import Settings
 from maskgate.detector import FaceDetector
 from maskgate.events import FrameResult
 from maskgate.faults import (
@@ -23,8 +25,13 @@ from maskgate.faults import (
     FaultySource,
     Injector,
     MjpegCamera,
+    ScheduledFault,
+    SimCamera,
+    VirtualClock,
 )
-from maskgate.outputs import FAULT_BLINK
+from maskgate.health import Health
+from maskgate.outputs import FAULT_BLINK, Outputs
+from maskgate.pipeline import Pipeline
 from maskgate.sources import OpenCVSource, ReplaySource
 
 
@@ -223,3 +230,36 @@ def test_network_camera_drops_and_comes_back(faces_dir: Path, models: tuple) -> 
         ipcam.unplug()
     assert gate.pipeline.stats.camera_reconnects >= 1 and gate.pipeline.stats.faults == 1
     assert gate.factory.pin(RELAY).state is False and gate.factory.pin(GREEN).state is False
+
+
+@pytest.mark.parametrize("unplugged_at", [0.3, 0.7, 1.1, 1.5, 1.9])
+def test_a_camera_plugged_back_as_a_visitor_walks_in_is_picked_up_in_time_to_decide_them(
+        faces_dir: Path, models: tuple, unplugged_at: float) -> None:
+    """Default settings, on a virtual clock: the camera is gone long enough for the reopen backoff to
+    reach its cap, and comes back just as a visitor walks in. The gate reopens it within
+    ``source.reopen_max_delay`` and denies that visitor within 2 s of the camera's return, whatever the
+    backoff's phase; a cap as long as a visit (5 s) left such visitors unseen in the soak."""
+    s = Settings()
+    clock = VirtualClock()
+    scene = door(faces_dir, [["with_mask"], ["with_mask"], ["without_mask"], ["with_mask"],
+                             ["without_mask"], ["with_mask"]], seed=7)
+    visitor = scene.visits_until(1 << 30)[4].people[0]  # without_mask, the fifth visitor
+    back = visitor.start / 10
+    inj = Injector(clock, [ScheduledFault("camera_down", unplugged_at, back)])
+    cam = SimCamera(scene.frame, clock, 10, injector=inj, frame_timeout=s.source.frame_timeout)
+    factory = MockFactory()
+    outputs = Outputs(s.outputs, factory)
+    results: list[FrameResult] = []
+    p = Pipeline(s, cam, *models, outputs, observers=[results.append], clock=clock, wait=clock.wait,
+                 health=Health(s.health, s.source, clock=clock))
+    cam.open()
+    try:
+        p.run()
+    finally:
+        outputs.close()
+    first = next(r for r in results if r.frame >= 0 and r.frame / 10 >= back)
+    assert first.frame / 10 - back <= s.source.reopen_max_delay + 0.1
+    alarms = [r.frame / 10 for r in results if r.decision.trigger == "alarm" and r.frame / 10 >= back]
+    assert alarms and alarms[0] - back <= 2.0, (alarms, first.frame / 10, back)
+    outage = [r for r in results if r.frame < 0 or unplugged_at <= r.frame / 10 < back]
+    assert outage and not any(r.outputs["relay"] or r.outputs["green"] for r in outage)

@@ -182,6 +182,6 @@ def test_reopen_keys_are_validated() -> None:
     assert s.source.reopen_max_delay == 8.0 and s.health.fault_grace == 0.0
     with pytest.raises(ConfigFileError) as info:
         parse_config("[source]\nreopen_delay = 10\n")
-    assert info.value.problems == ["source.reopen_delay: must not exceed source.reopen_max_delay (5.0) (got 10.0)"]
+    assert info.value.problems == ["source.reopen_delay: must not exceed source.reopen_max_delay (1.0) (got 10.0)"]
     with pytest.raises(ConfigFileError, match="health.bogus: unknown key"):
         parse_config("[health]\nbogus = 1\n")

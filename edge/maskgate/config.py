@@ -124,8 +124,9 @@ class SourceSettings:
                                    "reopened)", _range(1, 10_000))
     reopen_delay: float = _opt(0.5, "live sources: seconds before the first attempt to reopen a failed camera; "
                                     "the wait doubles after each failed attempt", _range(0.01, 600.0))
-    reopen_max_delay: float = _opt(5.0, "live sources: longest wait between camera reopen attempts, so a camera "
-                                        "that comes back is picked up at most this long after", _range(0.01, 600.0))
+    reopen_max_delay: float = _opt(1.0, "live sources: longest wait between camera reopen attempts, so a camera "
+                                        "that comes back is picked up at most this long after (keep it well under "
+                                        "the few seconds a visitor spends at the door)", _range(0.01, 600.0))
     faces: str = _opt("", "synthetic: folder with with_mask/, without_mask/, incorrect_mask/ face crops")
     people: int = _opt(1, "synthetic: at most this many people at the door at once", _range(1, 8))
     seed: int = _opt(0, "synthetic: random seed (same seed, same sequence)")
