@@ -4,7 +4,8 @@ Prints numbers and asserts nothing. Usage::
 
     python benchmarks/soak.py [--frames 100000] [--seed 0] [--fault-every 30] [--jobs 2] [--details]
 
-Two passes over the same door (same seed, held-out faces of the bundle's test split): one without
+Two passes over the same door (same seed, held-out faces of the bundle's test split, heads cut around
+the face the build located: ``maskgate.bundle.split_faces``): one without
 faults, one with a seeded random schedule of camera, model and output faults (maskgate.faults).
 Both run on a virtual clock in frame time, faster than real time: the camera delivers frame ``i``
 at ``i / fps``, waits (reopen backoff, a 10x slower inference) move the clock, and processing
@@ -53,7 +54,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from maskgate.bundle import load_bundle, split_files
+from maskgate.bundle import load_bundle, split_faces, split_files
 from maskgate.classifier import Classifier
 from maskgate.config import Settings
 from maskgate.detector import FaceDetector
@@ -225,7 +226,8 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
     duration = args.frames / fps
     bundle = load_bundle()
     door = SyntheticDoor(args.faces, args.width, args.height, fps, people=args.people, seed=args.seed,
-                         images=split_files(bundle, "test"), realtime=False, start_wall=time.time())
+                         images=split_files(bundle, "test"), heads=split_faces(bundle, "test") or None,
+                         realtime=False, start_wall=time.time())
     door.open()
     clock = VirtualClock()
     schedule = random_schedule(args.seed, duration, args.fault_every) if faulty else []
