@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,35 @@ def test_a_busy_pin_skips_only_itself(caplog: pytest.LogCaptureFixture) -> None:
     finally:
         out.close()
     assert levels(factory, RELAY)[-1] is False
+
+
+def test_a_busy_pin_does_not_end_the_fault_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpiozero blinks in a thread of its own; a write failing there is counted and the blink goes
+    on, so the red LED shows the fault pattern again once the pin works."""
+    uncaught: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
+    inj = Injector()
+    factory = FaultyPinFactory(inj)
+    out = Outputs(OutputSettings(), factory)
+    monkeypatch.setattr("maskgate.outputs.FAULT_BLINK", (0.02, 0.02))
+    try:
+        out.show_fault()
+        inj.start("gpio_busy", pin="red")
+
+        def wait_for(cond: Any) -> bool:
+            end = time.monotonic() + 5.0
+            while not cond() and time.monotonic() < end:
+                time.sleep(0.01)
+            return bool(cond())
+
+        assert wait_for(lambda: out.write_errors >= 3)  # steps of the blink refused while busy
+        inj.stop("gpio_busy")
+        n = len(levels(factory, RED))
+        assert wait_for(lambda: len(levels(factory, RED)) >= n + 4)  # blinking again
+        assert not uncaught and out.red._blink_thread is not None and out.red._blink_thread.is_alive()
+        assert levels(factory, RELAY)[-1] is False
+    finally:
+        out.close()
 
 
 def test_a_relay_that_cannot_be_switched_off_is_retried_until_it_can() -> None:

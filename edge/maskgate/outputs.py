@@ -6,8 +6,10 @@ thread on the monotonic clock, so it holds even when no frame ever arrives again
 lock of its own: a stuck or failing LED or buzzer write never delays the relay going off.
 
 A pin write that raises (a pin busy, a driver error) is logged once per device, counted in
-``write_errors`` and skipped; the other devices are still driven. A relay that cannot be switched
-off is retried by the safety thread every 50 ms until it can.
+``write_errors`` and skipped; the other devices are still driven. That holds inside gpiozero's
+background blink and beep threads too (the fault blink, the deny beeps): a failed step is counted
+and the pattern goes on, so the LED blinks again once the pin works. A relay that cannot be
+switched off is retried by the safety thread every 50 ms until it can.
 """
 
 from __future__ import annotations
@@ -60,6 +62,28 @@ def make_pin_factory(name: str = "") -> Any:
         raise ConfigError(f"outputs.pin_factory: cannot start {name!r} ({exc})") from exc
 
 
+class _BlinkGuard:
+    """Mixin for gpiozero output devices: a write that raises inside the device's own background
+    blink thread goes to ``on_blink_error`` and the pattern goes on (gpiozero would end the thread
+    with an uncaught exception, and the LED would stop blinking for good). Writes from any other
+    thread raise as usual."""
+
+    on_blink_error: Callable[[BaseException], None] | None = None
+
+    def _write(self, value: Any) -> None:
+        try:
+            super()._write(value)  # type: ignore[misc]
+        except Exception as exc:
+            thread = getattr(self, "_blink_thread", None)
+            if self.on_blink_error is None or thread is None or threading.current_thread() is not thread:
+                raise
+            self.on_blink_error(exc)
+
+
+def _guarded(cls: type) -> type:
+    return type(f"Guarded{cls.__name__}", (_BlinkGuard, cls), {})
+
+
 class Outputs:
     """The gate's physical outputs. Thread-safe; ``close()`` is safe to call twice."""
 
@@ -93,9 +117,11 @@ class Outputs:
         p, f = settings.pins, self.factory
         self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
                                   pin_factory=f)
-        self.green = LED(p.green, initial_value=False, pin_factory=f)
-        self.red = LED(p.red, initial_value=False, pin_factory=f)
-        self.buzzer = Buzzer(p.buzzer, initial_value=False, pin_factory=f)
+        self.green = _guarded(LED)(p.green, initial_value=False, pin_factory=f)
+        self.red = _guarded(LED)(p.red, initial_value=False, pin_factory=f)
+        self.buzzer = _guarded(Buzzer)(p.buzzer, initial_value=False, pin_factory=f)
+        for name in ("green", "red", "buzzer"):
+            getattr(self, name).on_blink_error = lambda exc, name=name: self._blink_failed(name, exc)
         self.button = None
         if settings.button:
             self.button = Button(p.button, pull_up=True, bounce_time=settings.button_bounce or None,
@@ -133,6 +159,13 @@ class Outputs:
             self._failing.discard(name)
             log.warning("%s: pin writes work again", name)
         return True
+
+    def _blink_failed(self, name: str, exc: BaseException) -> None:
+        self.write_errors += 1
+        if name not in self._failing:
+            self._failing.add(name)
+            log.error("%s: pin write failed in its blink pattern (%s: %s); the pattern goes on", name,
+                      type(exc).__name__, exc)
 
     def configure(self, settings: OutputSettings, mode: str) -> None:
         """Apply timing, mute and mode changes; pins and pin factory need a restart."""
