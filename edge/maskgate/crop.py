@@ -100,6 +100,20 @@ def to_model_input(crop_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     return out.astype(np.float32)
 
 
+MIN_CHROMA = 1.0
+"""A colour model's input whose channels differ by less than this on average (0..255 levels) has no
+colour: a gray frame (a camera in mono or night mode, or sending gray frames by fault) converted to
+BGR. The mask classifier reads masks partly by colour and misjudges gray faces (on held-out faces
+made gray: masked ones called bare, wrongly worn ones masked), so such a face is not judged."""
+
+
+def colourless(x: np.ndarray, spec: InputSpec) -> bool:
+    """Whether ``x`` (from :func:`to_model_input`) lacks the colour a ``rgb`` model needs."""
+    if spec.color != "rgb" or x.ndim != 3 or x.shape[2] != 3:
+        return False
+    return float((x.max(axis=2) - x.min(axis=2)).mean()) < MIN_CHROMA
+
+
 def face_input(frame_bgr: np.ndarray, box: tuple[float, float, float, float], spec: InputSpec,
                rule: CropRule = CropRule()) -> np.ndarray:
     """The whole path from a frame and a box to the classifier's input (one function, everywhere)."""

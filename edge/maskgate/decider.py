@@ -2,10 +2,11 @@
 
 Each track votes over its last ``window`` verdicts: ``votes`` masked votes allow it, ``votes``
 bare or wrongly-worn votes deny it, and a full window with neither is ``uncertain`` (that band
-neither opens nor alarms). Low-score verdicts, and faces the classifier only half-heartedly calls
-``no_face``, are uncertain votes. The scene is allowed only when every track in the doorway is allowed;
-one denied track denies. An action (``open`` the door, sound the ``alarm``) fires once per person
-and again only after ``cooldown`` seconds of frame time. The door opens only on a frame whose whole
+neither opens nor alarms). Low-score verdicts, faces the classifier only half-heartedly calls
+``no_face``, and faces seen without colour (gray frames: not judged) are uncertain votes. The scene
+is allowed only when every track in the doorway is allowed; one denied track denies. An action
+(``open`` the door, sound the ``alarm``) fires once per person and again only after ``cooldown``
+seconds of frame time. The door opens only on a frame whose whole
 doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
 an allow waits as ``checking`` with ``confirm`` set, so a newcomer who walked in since the last search
 is seen first; ``confirm`` is also set one masked vote ahead, so that search usually comes in time.

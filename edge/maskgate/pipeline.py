@@ -22,7 +22,7 @@ import numpy as np
 from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
-from .crop import face_input
+from .crop import colourless, face_input
 from .decider import Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, SourceError
@@ -71,6 +71,8 @@ def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool
     return r[0] <= cx < r[2] and r[1] <= cy < r[3]
 
 
+UNJUDGED = ""
+"""The label of a face seen but not judged (no colour): an uncertain vote that keeps its track going."""
 AROUND_MARGIN = 0.15
 """A search around a change reaches this share of the frame's longer side beyond it (a face only
 partly changed, e.g. a head turning, is still searched whole)."""
@@ -406,7 +408,8 @@ class Pipeline:
         return found, lost
 
     def observe(self, img: np.ndarray, faces: list[Face]) -> list[Observation]:
-        """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection."""
+        """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection,
+        a face without colour an unjudged (uncertain) vote."""
         s = self.settings
         obs: list[Observation] = []
         t_pre = t_cls = 0.0
@@ -414,6 +417,15 @@ class Pipeline:
             t = time.perf_counter()
             x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
             t_pre += time.perf_counter() - t
+            if colourless(x, self.classifier.input_spec):
+                # a gray face: the classifier would guess (often "bare" for a mask); the track goes on
+                # with an uncertain vote, so gray frames never open the door or sound the alarm
+                self.stats.count("colourless_faces")
+                if self.stats.colourless_faces == 1 or self.stats.colourless_faces % 1000 == 0:
+                    log.warning("a face without colour (gray frames?) is tracked, not judged (%d so far)",
+                                self.stats.colourless_faces)
+                obs.append(Observation(f.box, UNJUDGED, 0.0))
+                continue
             t = time.perf_counter()
             v = self.classifier.classify(x)
             t_cls += time.perf_counter() - t

@@ -100,6 +100,8 @@ class Stats:
         """Times a failed live camera was reopened."""
         self.converted_frames = 0
         """Gray, 4-channel or 16-bit frames converted to BGR before processing."""
+        self.colourless_faces = 0
+        """Faces seen without colour (a gray frame): tracked, not judged (an uncertain vote)."""
         self.decisions: Counter[str] = Counter()
         """Frames per decision state (idle, checking, ...); faults counted once per fault report."""
         self.triggers: Counter[str] = Counter()
@@ -180,7 +182,7 @@ class Stats:
                 "bad_frames": self.bad_frames, "errors": self.errors, "faces": self.faces,
                 "faults": self.faults, "reloads": self.reloads, "button_presses": self.button_presses,
                 "relay_pulses": self.relay_pulses, "camera_reconnects": self.camera_reconnects,
-                "converted_frames": self.converted_frames,
+                "converted_frames": self.converted_frames, "colourless_faces": self.colourless_faces,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "recent_fps": round(self._recent_fps(now), 3),
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),
