@@ -187,6 +187,18 @@ def test_folder_frames_carry_scene_labels(scenes_dir: Path) -> None:
     assert frame is not None and frame.image.shape[:2] == (fs.frames[0].height, fs.frames[0].width)
 
 
+def test_the_bench_door_uses_held_out_faces_cut_around_their_located_face() -> None:
+    from maskgate.bench_frames import held_out_faces
+    from maskgate.bundle import load_bundle, split_files
+
+    held = held_out_faces(load_bundle())
+    files = split_files(load_bundle(), "test")
+    assert set(held) == set(files)
+    for label, boxes in held.items():
+        assert boxes and set(boxes) <= set(files[label])
+        assert all(box is not None and box[2] > 0 for box in boxes.values())
+
+
 def test_undecodable_frame_is_a_frame_error() -> None:
     src = EncodedSource([EncodedFrame(b"not a jpeg", 7, 0.7, 10, 10)])
     src.open()
