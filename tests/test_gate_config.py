@@ -65,6 +65,7 @@ def test_partial_config_keeps_defaults(tmp_path: Path) -> None:
     ('[decision]\nwindow = "5"\n', "decision.window: must be an integer (got '5')"),
     ('[decision]\nwindow = true\n', "decision.window: must be an integer (got True)"),
     ('[outputs]\nrelay_pulse = -1\n', "outputs.relay_pulse: must be >= 0.1 (got -1.0)"),
+    ('[source]\ncolourless_fault = -1\n', "source.colourless_fault: must be >= 0.0 (got -1.0)"),
     ('[outputs.pins]\nred = 40\n', "outputs.pins.red: must be a BCM GPIO number 0..27 (got 40)"),
     ('[detector]\nroi = [0.5, 0.0, 0.4, 1.0]\n', "detector.roi: must be fractions"),
     ('[schedule]\ntimezone = "Mars/Olympus"\n', "schedule.timezone: unknown time zone"),

@@ -45,7 +45,7 @@ class Decision:
     state: str
     """idle | checking | uncertain | allow | deny | fault"""
     reason: str | None = None
-    """Set on deny (without_mask, incorrect_mask) and fault (camera, model, frames)."""
+    """Set on deny (without_mask, incorrect_mask) and fault (camera, model, frames; ``detail`` may say more)."""
     tracks: tuple[TrackView, ...] = ()
     trigger: str | None = None
     """``open`` or ``alarm`` on the frame where an action fires, else None."""
@@ -55,6 +55,9 @@ class Decision:
     confirm: bool = False
     """Search the whole doorway on the next frame: the door would open (or may open with one more
     masked vote), and this frame's doorway was not searched."""
+    detail: str | None = None
+    """A fault's particulars in words, when its reason alone would mislead (a camera that delivers
+    frames, but without colour: ``no colour in the picture``)."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,8 @@ class Decider:
     def is_active(self, wall: float) -> bool:
         return self.settings.mode != "off" and self.schedule.active(wall)
 
-    def fault(self, ts: float, reason: str, wall: float) -> Decision:
-        return Decision(ts, "fault", reason, (), None, self.is_active(wall), self.settings.mode)
+    def fault(self, ts: float, reason: str, wall: float, detail: str | None = None) -> Decision:
+        return Decision(ts, "fault", reason, (), None, self.is_active(wall), self.settings.mode, detail=detail)
 
     def decide(self, ts: float, tracks: list[Track], wall: float, *, searched: bool = True) -> Decision:
         """The decision for a frame; ``searched`` says whether the whole doorway was searched for faces

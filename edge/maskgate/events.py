@@ -47,6 +47,7 @@ class FrameResult:
                       for f in self.faces],
             "decision": self.decision.state,
             "reason": self.decision.reason,
+            **({"detail": self.decision.detail} if self.decision.detail else {}),
             "outputs": dict(self.outputs),
         }
 
@@ -79,6 +80,8 @@ class DecisionEvent:
     active: bool
     """False when the gate was off or outside its schedule (nothing was driven)."""
     clock_synced: bool = True
+    detail: str | None = None
+    """A fault's particulars in words (e.g. ``no colour in the picture`` for reason ``camera``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class DecisionEvent:
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "faces": self.faces, "track": self.track, "mode": self.mode, "active": self.active,
             "clock_synced": self.clock_synced,
+            **({"detail": self.detail} if self.detail else {}),
         }
 
 
@@ -97,9 +101,10 @@ def decision_event(result: FrameResult, previous: FrameResult | None, *,
     d = result.decision
     if d.state == "fault":
         p = previous.decision if previous is not None else None
-        if p is not None and p.state == "fault" and p.reason == d.reason:
+        if p is not None and p.state == "fault" and p.reason == d.reason and p.detail == d.detail:
             return None
-        return DecisionEvent(result.wall, "fault", d.reason, None, 0, None, d.mode, d.active, clock_synced)
+        return DecisionEvent(result.wall, "fault", d.reason, None, 0, None, d.mode, d.active, clock_synced,
+                             d.detail)
     if d.trigger not in ("open", "alarm"):
         return None
     outcome = "allow" if d.trigger == "open" else "deny"

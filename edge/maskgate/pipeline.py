@@ -2,7 +2,8 @@
 
 The loop is the only place that knows every stage. It never dies on one bad frame or one failed
 inference (skipped and counted; gray, 4-channel and 16-bit frames are converted), turns a failing
-camera or model into a ``fault`` decision (relay off, red LED fault pattern), reopens a failed live
+camera or model, or a picture that stays without colour (``source.colourless_fault``), into a
+``fault`` decision (relay off, red LED fault pattern), reopens a failed live
 camera with exponential backoff, applies a reloaded configuration between frames, calls
 ``on_alive`` once per frame read, and tells its observers about every processed frame. It marks
 each stage it is in on its :class:`~maskgate.health.Health`, which judges whether it is stuck.
@@ -22,7 +23,7 @@ import numpy as np
 from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
-from .crop import colourless, face_input
+from .crop import colourless, colourless_picture, face_input
 from .decider import Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, SourceError
@@ -71,6 +72,8 @@ def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool
     return r[0] <= cx < r[2] and r[1] <= cy < r[3]
 
 
+NO_COLOUR = "no colour in the picture"
+"""The detail of a ``camera`` fault whose camera delivers frames without colour (``source.colourless_fault``)."""
 UNJUDGED = ""
 """The label of a face seen but not judged (no colour): an uncertain vote that keeps its track going."""
 AROUND_MARGIN = 0.15
@@ -126,6 +129,10 @@ class Pipeline:
         self._inferred = False
         """Whether the last processed frame ran a model (the cadence skips some frames)."""
         self._last_ts = 0.0
+        self._gray_since: float | None = None
+        """Frame time of the first frame of the current run of frames without colour, else None."""
+        self.gray_fault = False
+        """True while the picture has had no colour for ``source.colourless_fault`` seconds (a fault)."""
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.source!r} {self.decider!r} {self.stats!r}>"
@@ -347,6 +354,31 @@ class Pipeline:
             return True
         return False
 
+    def colour_gone(self, img: np.ndarray, ts: float) -> bool:
+        """Whether the picture has had no colour for ``source.colourless_fault`` seconds of frame time.
+
+        Each frame is judged on a tiny copy (a few microseconds). Faces without colour are never judged
+        (``observe``), so a camera that stays gray (mono or night mode, an IR camera at night) would
+        leave everyone uncertain for good: after that long it is a ``camera`` fault, shown like any
+        other, and the first frame with colour ends it. A gray-input model judges gray faces: no fault."""
+        limit = self.settings.source.colourless_fault
+        if limit <= 0 or self.classifier.input_spec.color != "rgb" or not colourless_picture(img):
+            if self.gray_fault and self._gray_since is not None:
+                log.warning("fault (camera: %s) over: colour back after %.1f s of frame time without; deciding "
+                            "again", NO_COLOUR, ts - self._gray_since)
+                self.gray_fault = False
+            self._gray_since = None
+            return False
+        self.stats.count("colourless_frames")
+        if self._gray_since is None:
+            self._gray_since = ts
+        if not self.gray_fault and ts - self._gray_since >= limit:
+            self.gray_fault = True
+            self.stats.count("faults")
+            log.error("fault (camera: %s for %.1f s, limit source.colourless_fault %g s): relay off, red LED "
+                      "fault pattern", NO_COLOUR, ts - self._gray_since, limit)
+        return self.gray_fault
+
     def fault(self, reason: str) -> None:
         """Make the outputs safe (relay off, red LED fault pattern) and report a fault decision once
         per fault (a repeated call only re-asserts the safe outputs)."""
@@ -444,6 +476,7 @@ class Pipeline:
         img = orient(frame.image, s.source.rotation, s.source.flip)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
             raise FrameError(f"frame {frame.index}: not a BGR uint8 image (shape {img.shape}, {img.dtype})")
+        gray = self.colour_gone(img, ts)
         self.tracker.expire(ts)
         followed = [tr for tr in self.tracker.tracks if tr.last_ts == self._last_ts]
         self._last_ts = ts
@@ -474,12 +507,18 @@ class Pipeline:
         faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
                  if tr.last_ts == ts and tr.label in LABELS]
         whole = work == DETECT and self.cadence.region is None  # the whole doorway was searched
-        decision = self.decider.decide(ts, tracks, wall, searched=whole)
+        if gray:  # tracked on, never decided: the faces have no colour
+            decision = self.decider.fault(ts, "camera", wall, NO_COLOUR)
+        else:
+            decision = self.decider.decide(ts, tracks, wall, searched=whole)
         if decision.confirm:
             self.cadence.search_next()
         self.stats.stage("decide", time.perf_counter() - t)
         t = time.perf_counter()
-        self.outputs.apply(plan(decision, s.outputs.buzzer_mute))
+        if gray:
+            self.outputs.show_fault(decision.active)
+        else:
+            self.outputs.apply(plan(decision, s.outputs.buzzer_mute))
         snapshot = self.outputs.snapshot()
         self.stats.stage("output", time.perf_counter() - t)
         self.stats.frame_done(len(faces), decision.state, decision.trigger)

@@ -102,8 +102,11 @@ class Stats:
         """Gray, 4-channel or 16-bit frames converted to BGR before processing."""
         self.colourless_faces = 0
         """Faces seen without colour (a gray frame): tracked, not judged (an uncertain vote)."""
+        self.colourless_frames = 0
+        """Frames without colour as a whole (a camera in mono or night mode); a long run is a fault."""
         self.decisions: Counter[str] = Counter()
-        """Frames per decision state (idle, checking, ...); faults counted once per fault report."""
+        """Frames per decision state (idle, checking, ...); a fault without frames (camera gone, frames
+        unreadable, inference failing) counted once per fault report, one with frames (no colour) per frame."""
         self.triggers: Counter[str] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
         """DecisionEvents by (outcome, reason or ''): door actions and fault starts."""
@@ -183,6 +186,7 @@ class Stats:
                 "faults": self.faults, "reloads": self.reloads, "button_presses": self.button_presses,
                 "relay_pulses": self.relay_pulses, "camera_reconnects": self.camera_reconnects,
                 "converted_frames": self.converted_frames, "colourless_faces": self.colourless_faces,
+                "colourless_frames": self.colourless_frames,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "recent_fps": round(self._recent_fps(now), 3),
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),

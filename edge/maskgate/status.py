@@ -145,7 +145,8 @@ class StatusBoard:
             return False, "stopped"
         latest = self._latest
         if latest is not None and latest.decision.state == "fault":
-            return False, f"fault: {latest.decision.reason or 'unknown'}"
+            d = latest.decision
+            return False, f"fault: {d.reason or 'unknown'}" + (f" ({d.detail})" if d.detail else "")
         p = self._pipeline
         if p is not None:
             verdict = p.health.verdict()  # the watchdog's judge: a stage stuck past its timeout
@@ -165,6 +166,8 @@ class StatusBoard:
         if self.phase != "running":
             return self.phase
         if latest is not None and latest.decision.state == "fault":
+            if latest.decision.detail:
+                return latest.decision.detail
             return {"camera": "failed, reopening", "frames": "unreadable frames"}.get(
                 latest.decision.reason or "", f"fault ({latest.decision.reason})")
         last = self.stats.last_frame_at
