@@ -27,7 +27,7 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.bundle import load_bundle, split_faces, split_files
+from maskgate.bundle import load_bundle, split_heads
 from maskgate.classifier import Classifier
 from maskgate.config import Settings
 from maskgate.detector import FaceDetector
@@ -137,7 +137,7 @@ def main() -> None:
 
     s = Settings()
     door = SyntheticDoor(args.faces, 640, 480, 10, seed=1, realtime=False, start_wall=0.0,
-                         images=split_files(load_bundle(), "test"), heads=split_faces(load_bundle(), "test") or None)
+                         heads=split_heads(load_bundle(), "test") or None)
     door.open()
     frames = [f for i in range(args.frames) if (f := door.frame(i)) is not None]
     detector = FaceDetector(detector_settings(s), args.detector_model)

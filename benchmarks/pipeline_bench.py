@@ -7,7 +7,7 @@ Prints numbers and asserts nothing. Usage::
         [--faces ../shared/data/faces] [--detector-model ../shared/models] [--aizoo PATH]
         [--variant 'NAME:every=10,face_px=0' ...] [--details] [--bundle DIR] [--whole-images]
 
-The door is built from the bundle's held-out test faces only (``maskgate.bundle.split_faces``;
+The door is built from the bundle's held-out test faces only (``maskgate.bundle.split_heads``;
 ``--split val`` for tuning on the validation faces instead). Each head is the crop rule's square
 around the face the build's detector located in the image, so a whole-body photo, a drawing or a
 picture of masks alone is not pasted as a head (``--whole-images`` pastes every image whole, as this
@@ -50,7 +50,7 @@ import numpy as np
 from gpiozero.pins.mock import MockFactory
 
 import maskgate.pipeline
-from maskgate.bundle import load_bundle, split_faces, split_files
+from maskgate.bundle import load_bundle, split_files, split_heads
 from maskgate.classifier import Classifier
 from maskgate.config import Settings, replace
 from maskgate.decider import Decider
@@ -82,11 +82,11 @@ class Seed:
     visits: list[tuple[int, int, str, str]]
 
 
-def render(faces: Path, images: dict[str, list[str]], seed: int, visits: int,
-           heads: dict[str, dict[str, tuple[int, int, int, int]]] | None = None) -> Seed:
+def render(faces: Path, heads: dict[str, dict[str, tuple[int, int, int, int] | None]], seed: int,
+           visits: int) -> Seed:
     labels = ["with_mask", "without_mask"] * (visits // 2) + ["with_mask"] * (visits % 2)
     door = SyntheticDoor(faces, W, H, FPS, script=[[lab] for lab in labels], seed=seed, realtime=False,
-                         start_wall=0.0, images=images, heads=heads)
+                         start_wall=0.0, heads=heads)
     door.open()
     frames = []
     while (f := door.read()) is not None:
@@ -338,13 +338,13 @@ def main() -> None:
         keep = args.only.split(",")
         variants = [v for v in variants if any(k in v[0] for k in keep)]
     bundle = load_bundle(args.bundle)
-    heads = None if args.whole_images else split_faces(bundle, args.split) or None
-    images = {lab: list(v) for lab, v in heads.items()} if heads else split_files(bundle, args.split)
+    heads = ({lab: dict.fromkeys(v) for lab, v in split_files(bundle, args.split).items()} if args.whole_images
+             else split_heads(bundle, args.split))
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
           f"python {platform.python_version()}, opencv {cv2.__version__}; one thread; load "
           f"{os.getloadavg()[0]:.1f}")
-    counts = ", ".join(f"{k} {len(v)}" for k, v in images.items())
-    how = ("whole images pasted as heads" if heads is None else
+    counts = ", ".join(f"{k} {len(v)}" for k, v in heads.items())
+    how = ("whole images pasted as heads" if all(b is None for v in heads.values() for b in v.values()) else
            "heads cut around the face the build's detector located (images where it found none left out)")
     print(f"door: {W}x{H} at {FPS} fps, held-out {args.split} faces ({counts}; {how}), seeds {seeds}, "
           f"{args.visits} visits each, one person per visit")
@@ -364,7 +364,7 @@ def main() -> None:
     n_frames = n_judged = 0
     for si, seed in enumerate(seeds):
         t = time.process_time()
-        sd = render(args.faces, images, seed, args.visits, heads)
+        sd = render(args.faces, heads, seed, args.visits)
         if si == 0:
             jpeg = [cv2.imencode(".jpg", f.image)[1] for f in sd.frames[:50]]
             t_render = (time.process_time() - t) / len(sd.frames)

@@ -5,7 +5,7 @@ Prints numbers and asserts nothing. Usage::
     python benchmarks/soak.py [--frames 100000] [--seed 0] [--fault-every 30] [--jobs 2] [--details]
 
 Two passes over the same door (same seed, held-out faces of the bundle's test split, heads cut around
-the face the build located: ``maskgate.bundle.split_faces``): one without
+the face the build located: ``maskgate.bundle.split_heads``): one without
 faults, one with a seeded random schedule of camera, model and output faults (maskgate.faults).
 Both run on a virtual clock in frame time, faster than real time: the camera delivers frame ``i``
 at ``i / fps``, waits (reopen backoff, a 10x slower inference) move the clock, and processing
@@ -54,7 +54,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from maskgate.bundle import load_bundle, split_faces, split_files
+from maskgate.bundle import load_bundle, split_heads
 from maskgate.classifier import Classifier
 from maskgate.config import Settings
 from maskgate.detector import FaceDetector
@@ -226,7 +226,7 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
     duration = args.frames / fps
     bundle = load_bundle()
     door = SyntheticDoor(args.faces, args.width, args.height, fps, people=args.people, seed=args.seed,
-                         images=split_files(bundle, "test"), heads=split_faces(bundle, "test") or None,
+                         heads=split_heads(bundle, "test") or None,
                          realtime=False, start_wall=time.time())
     door.open()
     clock = VirtualClock()

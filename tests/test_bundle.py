@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskgate.bundle import default_bundle_dir, load_bundle, split_faces, split_files
+from maskgate.bundle import default_bundle_dir, load_bundle, split_faces, split_files, split_heads
 from maskgate.classifier import Classifier
 from maskgate.errors import ModelError
 from maskgate.imageio import read_bgr
@@ -125,6 +125,9 @@ def test_split_faces_gives_the_located_face_of_each_held_out_image(tmp_path: Pat
         w.writerow(["file", "label", "source", "group", "split"])
         w.writerows([r["file"], r["label"], r["source"], r["group"], r["split"]] for r in rows)
     assert split_faces(load_bundle(old), "test") == {} and split_files(load_bundle(old), "test") == files
+    # a door built from it pastes those files whole
+    assert split_heads(load_bundle(old), "test") == {lab: dict.fromkeys(v) for lab, v in files.items()}
+    assert split_heads(b, "test") == faces
 
 
 def test_committed_model_accuracy_on_committed_test_split(faces_dir: Path) -> None:

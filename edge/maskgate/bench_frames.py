@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bundle import Bundle, split_faces, split_files
+from .bundle import Bundle, split_heads
 from .errors import FrameError, ImageError, SourceError
 from .imageio import read_bgr
 from .scenes import SceneFace, read_voc
@@ -114,10 +114,8 @@ HeldOut = dict[str, dict[str, tuple[int, int, int, int] | None]]
 
 
 def held_out_faces(bundle: Bundle) -> HeldOut:
-    """The classifier's test-split files per label with their located face (empty when the bundle
-    records no split). Files where the build found no face are left out when it recorded boxes."""
-    faces: HeldOut = {lab: dict(v) for lab, v in split_faces(bundle, "test").items()}
-    return faces or {lab: dict.fromkeys(names) for lab, names in split_files(bundle, "test").items()}
+    """The classifier's test-split files per label with their located face (:func:`split_heads`)."""
+    return split_heads(bundle, "test")
 
 
 def synthetic_door(faces: Path, held_out: HeldOut, *, width: int = 640, height: int = 480,

@@ -145,3 +145,12 @@ def split_faces(bundle: Bundle, split: str = "test") -> dict[str, dict[str, tupl
         x, y, w, h = (int(v) for v in parts)
         out.setdefault(label, {})[file] = (x, y, w, h)
     return out
+
+
+def split_heads(bundle: Bundle, split: str = "test") -> dict[str, dict[str, tuple[int, int, int, int] | None]]:
+    """What a synthetic door built from one split pastes as heads, per label and file: the located
+    face box of each image (:func:`split_faces`), or, for a split file without boxes, every file with
+    None (pasted whole). Empty when the bundle records no split."""
+    faces: dict[str, dict[str, tuple[int, int, int, int] | None]] = {
+        lab: dict(v) for lab, v in split_faces(bundle, split).items()}
+    return faces or {lab: dict.fromkeys(names) for lab, names in split_files(bundle, split).items()}

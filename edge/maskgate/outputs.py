@@ -117,8 +117,9 @@ class Outputs:
         p, f = settings.pins, self.factory
         self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
                                   pin_factory=f)
-        self.green = _guarded(LED)(p.green, initial_value=False, pin_factory=f)
-        self.red = _guarded(LED)(p.red, initial_value=False, pin_factory=f)
+        led = _guarded(LED)
+        self.green = led(p.green, initial_value=False, pin_factory=f)
+        self.red = led(p.red, initial_value=False, pin_factory=f)
         self.buzzer = _guarded(Buzzer)(p.buzzer, initial_value=False, pin_factory=f)
         for name in ("green", "red", "buzzer"):
             getattr(self, name).on_blink_error = lambda exc, name=name: self._blink_failed(name, exc)
