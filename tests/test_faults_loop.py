@@ -6,9 +6,12 @@ and generous wall-clock bounds where only a live capture thread can show it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
+import cv2
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -55,13 +58,51 @@ def test_every_kind_of_bad_frame_is_converted_or_skipped_and_counted(faces_dir: 
     bad.update({14 + k: kind for k, kind in enumerate(BAD_FRAME_KINDS)})
     g = Gate(settings(), FaultySource(inner, bad=bad), *models).run()
     st = g.pipeline.stats
-    skipped = sum(kind in ("empty", "corrupt") for kind in bad.values())  # nothing to look at
+    # nothing to look at, or not the stream's size (a torn buffer: its boxes would start new tracks)
+    skipped = sum(kind in ("empty", "corrupt", "truncated", "wrong_size") for kind in bad.values())
     converted = sum(kind == "grayscale" for kind in bad.values())
-    assert st.bad_frames == skipped and st.converted_frames == converted
+    assert st.bad_frames == skipped and st.converted_frames == converted and st.size_changes == 0
     assert st.frames == total - skipped and st.errors == 0 and st.faults == 0
-    # truncated, wrong-size and garbage frames are just frames: processed like any other, and the
-    # door does what it did without them
+    # garbage frames are just frames: processed like any other, and the door does what it did
+    # without them
     assert g.recorder.triggers() == ["open", "alarm"]
+
+
+class Resized:
+    """A source whose camera switches to another resolution from frame ``start`` on."""
+
+    def __init__(self, inner: Any, start: int, factor: float) -> None:
+        self.inner, self.start, self.factor = inner, start, factor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self) -> Any:
+        frame = self.inner.read()
+        if frame is None or frame.index < self.start:
+            return frame
+        return dataclasses.replace(frame, image=cv2.resize(frame.image, None, fx=self.factor, fy=self.factor))
+
+
+def test_odd_sized_frames_are_skipped_and_a_lasting_size_change_is_followed(faces_dir: Path,
+                                                                           models: tuple) -> None:
+    script = [["with_mask"], ["without_mask"]]
+    # a masked visitor with torn frames all through the visit: one pulse, as without them
+    bad = {i: "wrong_size" for i in range(3, 40, 3)}
+    g = Gate(settings(), FaultySource(door(faces_dir, script, seed=1), bad=bad), *models).run()
+    st = g.pipeline.stats
+    assert g.recorder.triggers() == ["open", "alarm"] and st.relay_pulses == 1
+    assert st.bad_frames == len(bad) and st.size_changes == 0 and st.faults == 0
+    # the camera changes resolution after the door opened for the masked visitor: two frames
+    # skipped, then the new size is the stream's, the visitor's track carries over (no second
+    # pulse for the same person) and the bare visitor is judged on the new frames
+    g = Gate(settings(), Resized(door(faces_dir, script, seed=1), start=10, factor=1.5), *models).run()
+    st = g.pipeline.stats
+    assert st.bad_frames == 2 and st.size_changes == 1 and st.faults == 0
+    assert g.recorder.triggers() == ["open", "alarm"] and st.relay_pulses == 1
+    assert g.pipeline.frame_size == (360, 480)
+    first = {f.track for e in g.recorder.events if e.result.frame < 20 for f in e.result.faces}
+    assert len(first) == 1
 
 
 def test_failed_inference_is_skipped_and_counted_and_only_a_run_of_them_faults(faces_dir: Path,

@@ -39,6 +39,10 @@ from .tracker import Observation, Track, Tracker, iou
 log = logging.getLogger(__name__)
 
 
+SIZE_CHANGE_FRAMES = 3
+"""Frames of one new size in a row after which it is the stream's size (fewer are skipped as bad)."""
+
+
 def detector_settings(s: Settings) -> DetectorSettings:
     d = s.detector
     return DetectorSettings(score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
@@ -129,6 +133,10 @@ class Pipeline:
         self._inferred = False
         """Whether the last processed frame ran a model (the cadence skips some frames)."""
         self._last_ts = 0.0
+        self.frame_size: tuple[int, int] | None = None
+        """(height, width) of the stream's frames; a frame of another size is skipped until that size
+        has come ``SIZE_CHANGE_FRAMES`` times in a row (then it is the stream's new size)."""
+        self._other_size: tuple[tuple[int, int], int] = ((0, 0), 0)
         self._gray_since: float | None = None
         """Frame time of the first frame of the current run of frames without colour, else None."""
         self.gray_fault = False
@@ -276,6 +284,7 @@ class Pipeline:
         if not isinstance(img, np.ndarray) or img.size == 0 or img.ndim not in (2, 3) or min(img.shape[:2]) < 8:
             shape = getattr(img, "shape", None)
             raise FrameError(f"frame {frame.index}: empty or not an image (shape {shape})")
+        self._check_size(frame.index, img.shape[:2])
         if img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
             return frame
         try:
@@ -287,6 +296,29 @@ class Pipeline:
             raise FrameError(f"frame {frame.index}: not a color or gray image (shape {img.shape})")
         self.stats.count("converted_frames")
         return dataclasses.replace(frame, image=bgr)
+
+    def _check_size(self, index: int, size: tuple[int, int]) -> None:
+        """FrameError for a frame whose size is not the stream's (a torn or misread buffer: its face
+        boxes would not match the tracks and start new ones), unless the new size has persisted."""
+        if self.frame_size is None or size == self.frame_size:
+            self.frame_size = size
+            self._other_size = ((0, 0), 0)
+            return
+        seen, count = self._other_size
+        count = count + 1 if seen == size else 1
+        self._other_size = (size, count)
+        old_h, old_w = self.frame_size
+        if count < SIZE_CHANGE_FRAMES:
+            raise FrameError(f"frame {index}: {size[1]}x{size[0]} pixels, the stream's frames are {old_w}x{old_h} "
+                             f"(a new size is followed after {SIZE_CHANGE_FRAMES} frames in a row)")
+        log.warning("frame size changed from %dx%d to %dx%d (%d frames in a row): following the new size",
+                    old_w, old_h, size[1], size[0], count)
+        self.tracker.rescale(size[1] / old_w, size[0] / old_h)
+        self.follower.clear()
+        self.cadence.search_next()
+        self.frame_size = size
+        self._other_size = ((0, 0), 0)
+        self.stats.count("size_changes")
 
     def _bad_frame(self, exc: BaseException) -> None:
         self.stats.count("bad_frames")
@@ -350,6 +382,7 @@ class Pipeline:
                 delay = min(delay * 2, s.reopen_max_delay)
                 continue
             self.stats.count("camera_reconnects")
+            self.frame_size = None  # a reopened camera may come back at another size
             log.warning("frame source reopened after %d attempt(s), %.1f s", attempts, self.clock() - down_since)
             return True
         return False

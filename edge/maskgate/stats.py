@@ -100,6 +100,8 @@ class Stats:
         """Times a failed live camera was reopened."""
         self.converted_frames = 0
         """Gray, 4-channel or 16-bit frames converted to BGR before processing."""
+        self.size_changes = 0
+        """Times the stream's frame size changed and the gate followed it (single odd frames are bad frames)."""
         self.colourless_faces = 0
         """Faces seen without colour (a gray frame): tracked, not judged (an uncertain vote)."""
         self.colourless_frames = 0
@@ -186,7 +188,7 @@ class Stats:
                 "faults": self.faults, "reloads": self.reloads, "button_presses": self.button_presses,
                 "relay_pulses": self.relay_pulses, "camera_reconnects": self.camera_reconnects,
                 "converted_frames": self.converted_frames, "colourless_faces": self.colourless_faces,
-                "colourless_frames": self.colourless_frames,
+                "colourless_frames": self.colourless_frames, "size_changes": self.size_changes,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "recent_fps": round(self._recent_fps(now), 3),
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),

@@ -104,6 +104,14 @@ class Tracker:
         for t in self.tracks:
             t.window = window
 
+    def rescale(self, fx: float, fy: float) -> None:
+        """Carry the tracks over to frames resized by ``fx`` across and ``fy`` down (the camera's
+        stream size changed): boxes and velocities scale, identities and votes stay."""
+        for t in self.tracks:
+            x, y, w, h = t.box
+            t.box = (int(round(x * fx)), int(round(y * fy)), max(1, int(round(w * fx))), max(1, int(round(h * fy))))
+            t.vx, t.vy = t.vx * fx, t.vy * fy
+
     def expire(self, ts: float) -> None:
         self.tracks = [t for t in self.tracks if ts - t.last_ts <= self.timeout]
 
