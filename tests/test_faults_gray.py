@@ -6,7 +6,9 @@ was denied with the buzzer during a run of gray frames)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,12 +17,12 @@ import pytest
 from conftest import SYNTH_FACES
 from fault_helpers import BUZZER, RED, RELAY, Gate, door, high_periods, levels, make_models, settings
 from maskgate.classifier import Classifier
-from maskgate.crop import InputSpec, colourless, colourless_picture, face_input
+from maskgate.crop import InputSpec, colourless, colourless_picture, dark_picture, face_input
 from maskgate.detector import FaceDetector
 from maskgate.events import DecisionEvent, DecisionEvents, FrameResult
 from maskgate.faults import FaultySource, Injector
 from maskgate.metrics import render
-from maskgate.pipeline import NO_COLOUR
+from maskgate.pipeline import DARK, NO_COLOUR
 from maskgate.status import StatusBoard
 from maskgate.synthetic import SyntheticDoor
 
@@ -122,6 +124,36 @@ def test_a_camera_that_stays_gray_is_a_camera_fault_until_colour_returns(faces_d
     assert events[0].to_json()["detail"] == NO_COLOUR and "detail" not in events[1].to_json()
 
 
+class Dimmed:
+    """A source whose picture is nearly black (lights off, a covered lens) before frame ``until``."""
+
+    def __init__(self, inner: Any, until: int) -> None:
+        self.inner, self.until = inner, until
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self) -> Any:
+        frame = self.inner.read()
+        if frame is None or frame.index >= self.until:
+            return frame
+        return dataclasses.replace(frame, image=(frame.image // 24).astype(np.uint8))
+
+
+def test_a_picture_too_dark_to_see_anyone_is_a_camera_fault_that_says_so(faces_dir: Path, models: tuple) -> None:
+    """A dark picture has no colour either; the fault names the likelier cause (lights off, a covered
+    lens) so the owner looks at the right thing, and ends when the picture comes back."""
+    inner = door(faces_dir, [["with_mask"]] * 6, seed=3)
+    back = inner.visits_until(inner.total_frames or 0)[3].start
+    g = Gate(settings(), Dimmed(inner, back), *models).run()
+    assert g.pipeline.gray_detail == DARK  # what the last dark frame was judged
+    faults = [e.result for e in g.recorder.events if e.result.decision.state == "fault"]
+    assert faults and {(r.decision.reason, r.decision.detail) for r in faults} == {("camera", DARK)}
+    assert max(r.frame for r in faults) == back - 1 and g.pipeline.stats.faults == 1
+    assert [e.result.frame > back for e in g.recorder.events if e.result.decision.trigger] == [True] * 3
+    assert not any(levels(g.factory, BUZZER))
+
+
 def test_gray_bursts_shorter_than_the_limit_never_fault(faces_dir: Path, models: tuple) -> None:
     """Gray runs of 4 s with colour in between (a camera switching modes, the soak's bad-frame faults)
     give uncertain votes, never a fault: the limit counts consecutive frames without colour."""
@@ -152,4 +184,8 @@ def test_a_face_without_colour_is_colourless_for_a_colour_model_only(faces_dir: 
     frame = door(faces_dir, [["with_mask"]], seed=1).read()
     assert frame is not None and not colourless_picture(frame.image)
     assert colourless_picture(gray3) and colourless_picture(jpeg) and not colourless_picture(img)
+    # too dark to see anyone (some colour left in the noise); a gray picture is not dark
+    dim = (frame.image // 24).astype(np.uint8)
+    assert dark_picture(dim) and not colourless_picture(dim) and not dark_picture(gray3)
+    assert not dark_picture(frame.image)
 

@@ -122,12 +122,13 @@ class SourceSettings:
                                      "(reason camera) and reopens the camera", _range(0.1, 600.0))
     max_bad_frames: int = _opt(10, "consecutive unreadable frames before the gate faults (a live camera is then "
                                    "reopened)", _range(1, 10_000))
-    colourless_fault: float = _opt(10.0, "seconds of frame time the picture may stay without colour (a camera in "
-                                         "mono or night mode, an IR camera at night, gray frames) before the gate "
-                                         "faults (reason camera): faces without colour are tracked but never judged, "
-                                         "so a gray camera would leave every visitor uncertain; a shorter run of gray "
-                                         "frames only gives uncertain votes. Colour back ends the fault on that frame. "
-                                         "0: never fault", _range(0.0, 86_400.0))
+    colourless_fault: float = _opt(
+        10.0, "seconds of frame time the picture may stay without colour (a camera in mono or night mode, an IR "
+              "camera at night, gray frames) or too dark to see anyone (lights off, a covered lens) before the gate "
+              "faults (reason camera, with the cause): faces without colour are tracked but never judged, so a gray "
+              "camera would leave every visitor uncertain; a shorter run only gives uncertain votes. A usable "
+              "picture ends the fault on that frame. 0: never fault",
+        _range(0.0, 86_400.0))
     reopen_delay: float = _opt(0.5, "live sources: seconds before the first attempt to reopen a failed camera; "
                                     "the wait doubles after each failed attempt", _range(0.01, 600.0))
     reopen_max_delay: float = _opt(1.0, "live sources: longest wait between camera reopen attempts, so a camera "

@@ -115,17 +115,31 @@ def colourless(x: np.ndarray, spec: InputSpec) -> bool:
 
 
 PICTURE_SAMPLE = (40, 30)
-"""A whole frame is judged for colour on a copy this small (nearest pixels: a few microseconds)."""
+"""A whole frame is judged for colour and light on a copy this small (nearest pixels: microseconds)."""
+
+DARK_LEVEL = 16
+"""Mean brightness (0..255) under which a picture is too dark to see anyone (lights off, a covered lens)."""
 
 
-def colourless_picture(frame_bgr: np.ndarray) -> bool:
+def picture_sample(frame_bgr: np.ndarray) -> np.ndarray:
+    """The tiny copy :func:`colourless_picture` and :func:`dark_picture` judge a frame on."""
+    return cv2.resize(frame_bgr, PICTURE_SAMPLE, interpolation=cv2.INTER_NEAREST)
+
+
+def colourless_picture(frame_bgr: np.ndarray, sample: np.ndarray | None = None) -> bool:
     """Whether a BGR frame as a whole has no colour (a camera in mono or night mode, an IR camera at
     night, gray frames converted to BGR), judged cheaply on a tiny copy: its channels differ by less
     than :data:`MIN_CHROMA` on average (|B-G| + |G-R|, at least the per-pixel max-min :func:`colourless`
     uses). A frame too dark to show colour counts as colourless too."""
-    small = cv2.resize(frame_bgr, PICTURE_SAMPLE, interpolation=cv2.INTER_NEAREST)
+    small = picture_sample(frame_bgr) if sample is None else sample
     b, g, r = cv2.split(small)
     return (cv2.norm(b, g, cv2.NORM_L1) + cv2.norm(g, r, cv2.NORM_L1)) / b.size < MIN_CHROMA
+
+
+def dark_picture(frame_bgr: np.ndarray, sample: np.ndarray | None = None) -> bool:
+    """Whether a BGR frame is too dark to see anyone: mean brightness under :data:`DARK_LEVEL`."""
+    small = picture_sample(frame_bgr) if sample is None else sample
+    return float(small.mean()) < DARK_LEVEL
 
 
 def face_input(frame_bgr: np.ndarray, box: tuple[float, float, float, float], spec: InputSpec,

@@ -107,8 +107,8 @@ def render(board: StatusBoard) -> str:
         ("maskgate_frame_errors_total", "frames whose processing failed (skipped)", snap["errors"]),
         ("maskgate_faces_total", "faces in the doorway, summed over frames", snap["faces"]),
         ("maskgate_faults_total", "fault reports (camera, model, frames); relay forced off", snap["faults"]),
-        ("maskgate_frames_colourless_total", "frames without colour (mono or night mode); a long run is a "
-         "camera fault", snap["colourless_frames"]),
+        ("maskgate_frames_colourless_total", "frames without colour (mono or night mode) or too dark to see "
+         "anyone; a long run is a camera fault", snap["colourless_frames"]),
         ("maskgate_frame_size_changes_total", "times the camera's frame size changed and the gate followed it",
          snap["size_changes"]),
         ("maskgate_relay_pulses_total", "door relay pulses started (door opened)", snap["relay_pulses"]),

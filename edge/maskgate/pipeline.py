@@ -23,7 +23,7 @@ import numpy as np
 from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
-from .crop import colourless, colourless_picture, face_input
+from .crop import colourless, colourless_picture, dark_picture, face_input, picture_sample
 from .decider import Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, SourceError
@@ -77,6 +77,7 @@ def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool
 
 
 NO_COLOUR = "no colour in the picture"
+DARK = "picture too dark (lens covered or no light)"
 """The detail of a ``camera`` fault whose camera delivers frames without colour (``source.colourless_fault``)."""
 UNJUDGED = ""
 """The label of a face seen but not judged (no colour): an uncertain vote that keeps its track going."""
@@ -141,6 +142,8 @@ class Pipeline:
         """Frame time of the first frame of the current run of frames without colour, else None."""
         self.gray_fault = False
         """True while the picture has had no colour for ``source.colourless_fault`` seconds (a fault)."""
+        self.gray_detail = NO_COLOUR
+        """Why the last colourless frame had no colour: ``NO_COLOUR`` (gray) or ``DARK``."""
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.source!r} {self.decider!r} {self.stats!r}>"
@@ -388,28 +391,38 @@ class Pipeline:
         return False
 
     def colour_gone(self, img: np.ndarray, ts: float) -> bool:
-        """Whether the picture has had no colour for ``source.colourless_fault`` seconds of frame time.
+        """Whether the picture has been unusable (no colour, or too dark to see anyone) for
+        ``source.colourless_fault`` seconds of frame time.
 
         Each frame is judged on a tiny copy (a few microseconds). Faces without colour are never judged
         (``observe``), so a camera that stays gray (mono or night mode, an IR camera at night) would
-        leave everyone uncertain for good: after that long it is a ``camera`` fault, shown like any
-        other, and the first frame with colour ends it. A gray-input model judges gray faces: no fault."""
+        leave everyone uncertain for good, and in a dark picture no one is even found: after that long
+        it is a ``camera`` fault, shown like any other, with the cause (``NO_COLOUR`` or ``DARK``), and
+        the first usable frame ends it. A gray-input model judges gray faces: only darkness faults it."""
         limit = self.settings.source.colourless_fault
-        if limit <= 0 or self.classifier.input_spec.color != "rgb" or not colourless_picture(img):
+        problem = None
+        if limit > 0:
+            small = picture_sample(img)
+            if dark_picture(img, small):
+                problem = DARK
+            elif self.classifier.input_spec.color == "rgb" and colourless_picture(img, small):
+                problem = NO_COLOUR
+        if problem is None:
             if self.gray_fault and self._gray_since is not None:
-                log.warning("fault (camera: %s) over: colour back after %.1f s of frame time without; deciding "
-                            "again", NO_COLOUR, ts - self._gray_since)
+                log.warning("fault (camera: %s) over: the picture is usable again after %.1f s of frame time; "
+                            "deciding again", self.gray_detail, ts - self._gray_since)
                 self.gray_fault = False
             self._gray_since = None
             return False
         self.stats.count("colourless_frames")
+        self.gray_detail = problem
         if self._gray_since is None:
             self._gray_since = ts
         if not self.gray_fault and ts - self._gray_since >= limit:
             self.gray_fault = True
             self.stats.count("faults")
             log.error("fault (camera: %s for %.1f s, limit source.colourless_fault %g s): relay off, red LED "
-                      "fault pattern", NO_COLOUR, ts - self._gray_since, limit)
+                      "fault pattern", self.gray_detail, ts - self._gray_since, limit)
         return self.gray_fault
 
     def fault(self, reason: str) -> None:
@@ -541,7 +554,7 @@ class Pipeline:
                  if tr.last_ts == ts and tr.label in LABELS]
         whole = work == DETECT and self.cadence.region is None  # the whole doorway was searched
         if gray:  # tracked on, never decided: the faces have no colour
-            decision = self.decider.fault(ts, "camera", wall, NO_COLOUR)
+            decision = self.decider.fault(ts, "camera", wall, self.gray_detail)
         else:
             decision = self.decider.decide(ts, tracks, wall, searched=whole)
         if decision.confirm:

@@ -105,7 +105,8 @@ class Stats:
         self.colourless_faces = 0
         """Faces seen without colour (a gray frame): tracked, not judged (an uncertain vote)."""
         self.colourless_frames = 0
-        """Frames without colour as a whole (a camera in mono or night mode); a long run is a fault."""
+        """Frames without colour or too dark as a whole (a camera in mono or night mode, lights off); a long
+        run is a fault."""
         self.decisions: Counter[str] = Counter()
         """Frames per decision state (idle, checking, ...); a fault without frames (camera gone, frames
         unreadable, inference failing) counted once per fault report, one with frames (no colour) per frame."""
