@@ -18,6 +18,7 @@ from maskgate.detector import FaceDetector
 from maskgate.errors import ModelError
 from maskgate.events import DecisionEvent, DecisionEvents, FrameResult
 from maskgate.faults import FaultySource
+from maskgate.imageio import read_bgr
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import load_scenes
@@ -182,6 +183,9 @@ def test_dev_scenes_replayed_as_held_frames(scenes_dir: Path, detector: FaceDete
     hold, gap = 8, 4
     src = ReplaySource([s.image for s in chosen], 10, hold=hold, gap=gap, realtime=False, start_wall=0.0)
     r = run(settings(decision={"track_timeout": 0.3}), src, detector, classifier)
+    # photos of every size: each one is looked at (a camera's frame of another size would be skipped)
+    assert len({s.image.name for s in chosen}) == len(chosen) and r.pipeline.stats.bad_frames == 0
+    assert len({read_bgr(s.image).shape for s in chosen}) > 1
     wrong_allow, right = [], {"allow": [0, 0], "deny": [0, 0]}
     for k, s in enumerate(chosen):
         trig = r.triggers(k * (hold + gap), (k + 1) * (hold + gap))

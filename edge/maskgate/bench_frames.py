@@ -83,6 +83,7 @@ class EncodedSource:
     """A FrameSource over encoded frames: ``read()`` decodes the next JPEG (the bench's decode stage)."""
 
     live = False
+    mixed_sizes = True  # a folder of photos, or synthetic frames
 
     def __init__(self, frames: Sequence[EncodedFrame]) -> None:
         self.frames = frames

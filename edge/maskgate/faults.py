@@ -256,6 +256,10 @@ class FaultySource:
     def dropped(self) -> int:
         return int(self.inner.dropped)
 
+    @property
+    def mixed_sizes(self) -> bool:
+        return bool(getattr(self.inner, "mixed_sizes", False))
+
     def open(self) -> None:
         if self.injector is not None and self.injector.take("camera_down") is not None:
             raise SourceError("injected: camera not found")

@@ -302,7 +302,10 @@ class Pipeline:
 
     def _check_size(self, index: int, size: tuple[int, int]) -> None:
         """FrameError for a frame whose size is not the stream's (a torn or misread buffer: its face
-        boxes would not match the tracks and start new ones), unless the new size has persisted."""
+        boxes would not match the tracks and start new ones), unless the new size has persisted. A
+        source of photos of any size (``mixed_sizes``) is not checked."""
+        if getattr(self.source, "mixed_sizes", False):
+            return
         if self.frame_size is None or size == self.frame_size:
             self.frame_size = size
             self._other_size = ((0, 0), 0)

@@ -59,6 +59,9 @@ class FrameSource(Protocol):
     @property
     def live(self) -> bool: ...
 
+    # Sources whose frames may differ in size from one to the next (a folder of photos) also have a
+    # true ``mixed_sizes`` attribute; for the others a frame of another size is a torn buffer.
+
     def open(self) -> None: ...
 
     def read(self) -> Frame | None: ...
@@ -116,6 +119,7 @@ class FrameList:
     costs a list lookup)."""
 
     live = False
+    mixed_sizes = True
 
     def __init__(self, frames: Sequence[Frame]) -> None:
         self.frames = frames
@@ -143,6 +147,7 @@ class ReplaySource:
     of image paths, played at ``fps``."""
 
     live = False
+    mixed_sizes = True
 
     def __init__(self, images: Path | Sequence[Path], fps: float = 10.0, *, hold: int = 1, gap: int = 0,
                  loop: bool = False, realtime: bool = True, start_wall: float | None = None) -> None:
