@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from maskgate.config import DecisionSettings, ScheduleSettings
 from maskgate.decider import Decider, Decision, plan
 from maskgate.schedule import Schedule
-from maskgate.tracker import Observation, Tracker, iou
+from maskgate.tracker import Observation, Tracker, iou, nested, one_per_face
 
 FPS = 10.0
 BOX = (100, 100, 80, 80)
@@ -37,6 +37,27 @@ def test_iou() -> None:
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     assert abs(iou((0, 0, 10, 10), (5, 0, 10, 10)) - 50 / 150) < 1e-9
+
+
+def test_one_observation_per_face_when_boxes_nest() -> None:
+    faces = frozenset({"with_mask", "without_mask", "incorrect_mask"})
+    face, around = (100, 100, 80, 90), (80, 40, 130, 220)  # YuNet's weak box with hair and neck
+    assert nested(face, around) and nested(around, face) and not nested(face, (300, 100, 80, 90))
+    best = Observation(face, "with_mask", 0.99)
+    # the same verdict at a lower score, or no_face (kept below the ignore threshold): one face
+    assert one_per_face([best, Observation(around, "with_mask", 0.72)], faces) == [best]
+    assert one_per_face([Observation(around, "no_face", 0.66), best], faces) == [best]
+    # the larger box may be the better one: the score decides, not the size
+    big = Observation(around, "without_mask", 0.97)
+    assert one_per_face([Observation(face, "without_mask", 0.8), big], faces) == [big]
+    # different face verdicts on nested boxes are both kept (a bare verdict is never argued away),
+    # as are faces side by side and two no_face boxes
+    mixed = [best, Observation(around, "without_mask", 0.7)]
+    assert one_per_face(mixed, faces) == mixed
+    apart = [best, Observation((300, 100, 80, 90), "with_mask", 0.7)]
+    assert one_per_face(apart, faces) == apart
+    junk = [Observation(face, "no_face", 0.6), Observation(around, "no_face", 0.5)]
+    assert one_per_face(junk, faces) == junk
 
 
 def test_tracker_follows_a_walking_face_and_ends_it_after_timeout() -> None:

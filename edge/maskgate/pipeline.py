@@ -34,7 +34,7 @@ from .imageio import to_bgr
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
-from .tracker import Observation, Track, Tracker, iou
+from .tracker import Observation, Track, Tracker, iou, one_per_face
 
 log = logging.getLogger(__name__)
 
@@ -517,7 +517,7 @@ class Pipeline:
         if faces:
             self.stats.stage("preprocess", t_pre)
             self.stats.stage("classify", t_cls)
-        return obs
+        return one_per_face(obs, frozenset(LABELS)) if len(obs) > 1 else obs
 
     def process(self, frame: Frame) -> FrameResult:
         s = self.settings

@@ -71,6 +71,38 @@ def iou(a: Box, b: Box) -> float:
     return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
 
 
+NESTED = 0.7
+"""Two boxes are one face when their overlap covers this share of the smaller one (see :func:`one_per_face`)."""
+
+
+def nested(a: Box, b: Box) -> bool:
+    """Whether boxes ``a`` and ``b`` overlap by at least :data:`NESTED` of the smaller one's area."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return iw > 0 and ih > 0 and iw * ih >= NESTED * min(a[2] * a[3], b[2] * b[3])
+
+
+def one_per_face(observations: list[Observation], face_labels: frozenset[str]) -> list[Observation]:
+    """Drop the weaker of two nested boxes that say the same about one face.
+
+    YuNet sometimes adds a weak, larger box around a face (hair, neck) that its non-maximum suppression
+    keeps, their IoU being low. Tracked on its own it was a second person in the doorway whom the
+    classifier could not call masked, and the door waited a second or two for it to go away. A box
+    nested with one judged a face (a label in ``face_labels``) is dropped when the classifier calls it
+    ``no_face`` (below the ignore threshold), or gives it the same label with a lower score. Nested
+    boxes with different face labels are both kept: a bare verdict is never argued away."""
+    drop: set[int] = set()
+    for i, a in enumerate(observations):
+        if a.label not in face_labels:
+            continue
+        for j, b in enumerate(observations):
+            if j == i or j in drop or not nested(a.box, b.box):
+                continue
+            if b.label == "no_face" or (b.label == a.label and (b.score, -j) < (a.score, -i)):
+                drop.add(j)
+    return [o for k, o in enumerate(observations) if k not in drop]
+
+
 MAX_SPEED = 8.0
 """Face widths per second a person may move sideways between two detections: someone walking across
 the doorway at 1.3 m/s covers about eight face widths (16 cm) a second. The reach is capped at two
