@@ -111,7 +111,11 @@ def colourless(x: np.ndarray, spec: InputSpec) -> bool:
     """Whether ``x`` (from :func:`to_model_input`) lacks the colour a ``rgb`` model needs."""
     if spec.color != "rgb" or x.ndim != 3 or x.shape[2] != 3:
         return False
-    return float((x.max(axis=2) - x.min(axis=2)).mean()) < MIN_CHROMA
+    # per-pixel max - min of the three channels; elementwise on the channel planes, since numpy's
+    # reduction along a 3-long last axis took 0.3 ms a face (20x this)
+    c0, c1, c2 = x[..., 0], x[..., 1], x[..., 2]
+    spread = np.maximum(np.maximum(c0, c1), c2) - np.minimum(np.minimum(c0, c1), c2)
+    return float(spread.mean()) < MIN_CHROMA
 
 
 PICTURE_SAMPLE = (40, 30)

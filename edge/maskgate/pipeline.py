@@ -497,8 +497,9 @@ class Pipeline:
         for f in faces:
             t = time.perf_counter()
             x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
+            gray = colourless(x, self.classifier.input_spec)
             t_pre += time.perf_counter() - t
-            if colourless(x, self.classifier.input_spec):
+            if gray:
                 # a gray face: the classifier would guess (often "bare" for a mask); the track goes on
                 # with an uncertain vote, so gray frames never open the door or sound the alarm
                 self.stats.count("colourless_faces")
