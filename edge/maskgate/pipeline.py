@@ -77,8 +77,9 @@ def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool
 
 
 NO_COLOUR = "no colour in the picture"
-DARK = "picture too dark (lens covered or no light)"
 """The detail of a ``camera`` fault whose camera delivers frames without colour (``source.colourless_fault``)."""
+DARK = "picture too dark (lens covered or no light)"
+"""The detail of a ``camera`` fault whose picture stays too dark to see anyone (``source.colourless_fault``)."""
 UNJUDGED = ""
 """The label of a face seen but not judged (no colour): an uncertain vote that keeps its track going."""
 AROUND_MARGIN = 0.15

@@ -93,7 +93,7 @@ def one_per_face(observations: list[Observation], face_labels: frozenset[str]) -
     boxes with different face labels are both kept: a bare verdict is never argued away."""
     drop: set[int] = set()
     for i, a in enumerate(observations):
-        if a.label not in face_labels:
+        if a.label not in face_labels or i in drop:
             continue
         for j, b in enumerate(observations):
             if j == i or j in drop or not nested(a.box, b.box):
