@@ -41,6 +41,23 @@ def door(faces_dir: Path, script: list[list[str]], *, width: int = 320, height: 
     return d
 
 
+class Retouched:
+    """A source whose frames in ``frames`` (a range of indices) come out changed by ``change``
+    (image -> image): a camera switching resolution, the lights going off."""
+
+    def __init__(self, inner: Any, frames: range, change: Callable[[Any], Any]) -> None:
+        self.inner, self.frames, self.change = inner, frames, change
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self) -> Any:
+        frame = self.inner.read()
+        if frame is None or frame.index not in self.frames:
+            return frame
+        return dataclasses.replace(frame, image=self.change(frame.image))
+
+
 def levels(factory: MockFactory, gpio: int) -> list[bool]:
     return [bool(s.state) for s in factory.pin(gpio).states]
 

@@ -6,16 +6,14 @@ was denied with the buzzer during a run of gray frames)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import SYNTH_FACES
-from fault_helpers import BUZZER, RED, RELAY, Gate, door, high_periods, levels, make_models, settings
+from fault_helpers import BUZZER, RED, RELAY, Gate, Retouched, door, high_periods, levels, make_models, settings
 from maskgate.classifier import Classifier
 from maskgate.crop import InputSpec, colourless, colourless_picture, dark_picture, face_input
 from maskgate.detector import FaceDetector
@@ -124,28 +122,12 @@ def test_a_camera_that_stays_gray_is_a_camera_fault_until_colour_returns(faces_d
     assert events[0].to_json()["detail"] == NO_COLOUR and "detail" not in events[1].to_json()
 
 
-class Dimmed:
-    """A source whose picture is nearly black (lights off, a covered lens) before frame ``until``."""
-
-    def __init__(self, inner: Any, until: int) -> None:
-        self.inner, self.until = inner, until
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def read(self) -> Any:
-        frame = self.inner.read()
-        if frame is None or frame.index >= self.until:
-            return frame
-        return dataclasses.replace(frame, image=(frame.image // 24).astype(np.uint8))
-
-
 def test_a_picture_too_dark_to_see_anyone_is_a_camera_fault_that_says_so(faces_dir: Path, models: tuple) -> None:
     """A dark picture has no colour either; the fault names the likelier cause (lights off, a covered
     lens) so the owner looks at the right thing, and ends when the picture comes back."""
     inner = door(faces_dir, [["with_mask"]] * 6, seed=3)
     back = inner.visits_until(inner.total_frames or 0)[3].start
-    g = Gate(settings(), Dimmed(inner, back), *models).run()
+    g = Gate(settings(), Retouched(inner, range(back), lambda img: (img // 24).astype(np.uint8)), *models).run()
     assert g.pipeline.gray_detail == DARK  # what the last dark frame was judged
     faults = [e.result for e in g.recorder.events if e.result.decision.state == "fault"]
     assert faults and {(r.decision.reason, r.decision.detail) for r in faults} == {("camera", DARK)}

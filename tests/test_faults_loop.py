@@ -6,16 +6,14 @@ and generous wall-clock bounds where only a live capture thread can show it."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from fault_helpers import GREEN, RED, RELAY, Gate, door, high_periods, make_models, settings
+from fault_helpers import GREEN, RED, RELAY, Gate, Retouched, door, high_periods, make_models, settings
 from maskgate.classifier import Classifier
 from maskgate.config import Settings
 from maskgate.detector import FaceDetector
@@ -68,22 +66,6 @@ def test_every_kind_of_bad_frame_is_converted_or_skipped_and_counted(faces_dir: 
     assert g.recorder.triggers() == ["open", "alarm"]
 
 
-class Resized:
-    """A source whose camera switches to another resolution from frame ``start`` on."""
-
-    def __init__(self, inner: Any, start: int, factor: float) -> None:
-        self.inner, self.start, self.factor = inner, start, factor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def read(self) -> Any:
-        frame = self.inner.read()
-        if frame is None or frame.index < self.start:
-            return frame
-        return dataclasses.replace(frame, image=cv2.resize(frame.image, None, fx=self.factor, fy=self.factor))
-
-
 def test_odd_sized_frames_are_skipped_and_a_lasting_size_change_is_followed(faces_dir: Path,
                                                                            models: tuple) -> None:
     script = [["with_mask"], ["without_mask"]]
@@ -96,7 +78,8 @@ def test_odd_sized_frames_are_skipped_and_a_lasting_size_change_is_followed(face
     # the camera changes resolution after the door opened for the masked visitor: two frames
     # skipped, then the new size is the stream's, the visitor's track carries over (no second
     # pulse for the same person) and the bare visitor is judged on the new frames
-    g = Gate(settings(), Resized(door(faces_dir, script, seed=1), start=10, factor=1.5), *models).run()
+    g = Gate(settings(), Retouched(door(faces_dir, script, seed=1), range(10, 10**6),
+                       lambda img: cv2.resize(img, None, fx=1.5, fy=1.5)), *models).run()
     st = g.pipeline.stats
     assert st.bad_frames == 2 and st.size_changes == 1 and st.faults == 0
     assert g.recorder.triggers() == ["open", "alarm"] and st.relay_pulses == 1
