@@ -230,6 +230,27 @@ def test_synthetic_door_pastes_the_head_around_the_located_face(faces_dir: Path)
     assert corner[0, 0, 3] == 0 and corner[-1, -1, 3] == 255  # transparent where the square leaves the photo
 
 
+def test_the_neck_under_a_head_cut_at_the_photos_top_takes_the_photos_colour(faces_dir: Path) -> None:
+    # a face box reaching above its photo: the forehead window of the head's square is transparent,
+    # and its colour planes are black there; a neck drawn black under the chin reads as a mask
+    from maskgate.imageio import read_bgr
+
+    name = SYNTH_FACES["without_mask"][0]
+    photo = read_bgr(faces_dir / "without_mask" / name)
+    h, w = photo.shape[:2]
+    box = (w // 4, -h // 2, w // 2, h)
+    door = SyntheticDoor(faces_dir, 640, 480, 10, script=[["without_mask"]], realtime=False,
+                         heads={"without_mask": {name: box}}, start_wall=0.0)
+    door.open()
+    frames = [f for f in iter(door.read, None) if f.truth]
+    frame = max(frames, key=lambda f: f.truth[0].box[2])  # standing at the door
+    x, y, bw, bh = frame.truth[0].box
+    neck = frame.image[min(479, y + bh + bw // 5), x + bw // 2].astype(int)
+    inside = photo.reshape(-1, 3).astype(int)
+    assert neck.max() > 40  # not the transparent pixels' black
+    assert np.abs(inside - neck).sum(axis=1).min() < 30  # a colour of the photo
+
+
 def test_synthetic_door_needs_its_faces(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="faces folder"):
         SyntheticDoor(tmp_path / "none").open()

@@ -274,9 +274,7 @@ class SyntheticDoor:
         # A neck, then shoulders. The neck takes the colour of the forehead: shoulders drawn right
         # under the chin read as a mask pulled down onto it (incorrect_mask) to any mask classifier.
         chin = cy + th * 0.5
-        fy0, fy1, fx0, fx1 = int(fh * 0.15), max(int(fh * 0.3), int(fh * 0.15) + 1), int(fw * 0.35), \
-            max(int(fw * 0.65), int(fw * 0.35) + 1)
-        skin = tuple(int(v) for v in np.median(face[fy0:fy1, fx0:fx1, :3].reshape(-1, 3), axis=0))
+        skin = _forehead(face)
         shoulders = int(chin + size * 0.95)
         cv2.rectangle(img, (int(cx - size * 0.21), int(chin - size * 0.1)), (int(cx + size * 0.21), shoulders),
                       skin, -1)
@@ -297,6 +295,22 @@ class SyntheticDoor:
         region = img[cy0:cy1, cx0:cx1].astype(np.float32)
         img[cy0:cy1, cx0:cx1] = (patch * alpha + region * (1.0 - alpha)).astype(np.uint8)
         return (cx0, cy0, cx1 - cx0, cy1 - cy0)
+
+
+def _forehead(face: np.ndarray) -> tuple[int, ...]:
+    """The median colour of the forehead (the middle third of the width, 15-30% down) of a pasted face
+    image. Only pixels of the photo count: a head cut around a face (BGRA) is transparent, and black
+    in its colour planes, where its square leaves the photo, and a neck drawn black under the chin
+    reads as a mask. When that window is all outside the photo, the whole photo's median is used."""
+    fh, fw = face.shape[:2]
+    win = face[int(fh * 0.15):max(int(fh * 0.3), int(fh * 0.15) + 1),
+               int(fw * 0.35):max(int(fw * 0.65), int(fw * 0.35) + 1)]
+    px = win[:, :, :3].reshape(-1, 3)
+    if face.shape[2] == 4:
+        px = px[win[:, :, 3].reshape(-1) > 0]
+        if not len(px):
+            px = face[:, :, :3].reshape(-1, 3)[face[:, :, 3].reshape(-1) > 0]
+    return tuple(int(v) for v in np.median(px, axis=0)) if len(px) else (128, 128, 128)
 
 
 def _head(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
