@@ -283,8 +283,14 @@ def fmt_latency(lat: list[float | None]) -> str:
             f"max {max(opened):.1f} s over {len(opened)} opened masked visits")
 
 
-def variant(**detector: Any) -> Settings:
-    return replace(Settings(), detector=detector) if detector else Settings()
+def variant(**changes: Any) -> Settings:
+    """The default settings with some keys changed: a plain key is a [detector] key, ``section.key``
+    a key of any other section (``decision.mask_score``)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        sections.setdefault(section or "detector", {})[name] = value
+    return replace(Settings(), **sections) if sections else Settings()
 
 
 @dataclass
@@ -312,8 +318,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="round-robin rounds; the best per variant counts")
     ap.add_argument("--only", default="", help="comma-separated name parts: run only matching variants")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                    help="an extra gate variant: [detector] keys changed from the defaults, e.g. "
-                         "'every 3:every=3' (repeatable)")
+                    help="an extra gate variant: keys changed from the defaults, [detector] keys by name, "
+                         "others as section.key, e.g. 'every 3:every=3' or 'allow at 0.85:decision.mask_score=0.85' "
+                         "(repeatable)")
     ap.add_argument("--details", action="store_true", help="print one line per visit")
     ap.add_argument("--split", default="test", help="which held-out faces: test (report) or val (tuning)")
     ap.add_argument("--whole-images", action="store_true",
