@@ -50,9 +50,14 @@ def test_one_observation_per_face_when_boxes_nest() -> None:
     # the larger box may be the better one: the score decides, not the size
     big = Observation(around, "without_mask", 0.97)
     assert one_per_face([Observation(face, "without_mask", 0.8), big], faces) == [big]
-    # different face verdicts on nested boxes are both kept (a bare verdict is never argued away),
-    # as are faces side by side and two no_face boxes
-    mixed = [best, Observation(around, "without_mask", 0.7)]
+    # a bare verdict is never argued away: a masked one nested with it goes, whichever is stronger
+    bare = Observation(around, "without_mask", 0.7)
+    assert one_per_face([best, bare], faces) == [bare]
+    assert one_per_face([bare, best], faces) == [bare]
+    assert one_per_face([Observation(face, "incorrect_mask", 0.6), best], faces) == [
+        Observation(face, "incorrect_mask", 0.6)]
+    # two different deny verdicts are both kept, as are faces side by side and two no_face boxes
+    mixed = [Observation(face, "incorrect_mask", 0.9), bare]
     assert one_per_face(mixed, faces) == mixed
     apart = [best, Observation((300, 100, 80, 90), "with_mask", 0.7)]
     assert one_per_face(apart, faces) == apart

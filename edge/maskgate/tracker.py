@@ -71,6 +71,9 @@ def iou(a: Box, b: Box) -> float:
     return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
 
 
+ALLOW_LABEL = "with_mask"
+"""The only verdict that may open the door."""
+
 NESTED = 0.7
 """Two boxes are one face when their overlap covers this share of the smaller one (see :func:`one_per_face`)."""
 
@@ -89,8 +92,10 @@ def one_per_face(observations: list[Observation], face_labels: frozenset[str]) -
     keeps, their IoU being low. Tracked on its own it was a second person in the doorway whom the
     classifier could not call masked, and the door waited a second or two for it to go away. A box
     nested with one judged a face (a label in ``face_labels``) is dropped when the classifier calls it
-    ``no_face`` (below the ignore threshold), or gives it the same label with a lower score. Nested
-    boxes with different face labels are both kept: a bare verdict is never argued away."""
+    ``no_face`` (below the ignore threshold), or gives it the same label with a lower score, or
+    calls it ``with_mask`` while the other box is a bare or wrongly masked face: a bare verdict is
+    never argued away, and a masked verdict beside it would be a second person who cannot change the
+    door's answer. Nested boxes with two different deny labels are both kept."""
     drop: set[int] = set()
     for i, a in enumerate(observations):
         if a.label not in face_labels or i in drop:
@@ -98,7 +103,8 @@ def one_per_face(observations: list[Observation], face_labels: frozenset[str]) -
         for j, b in enumerate(observations):
             if j == i or j in drop or not nested(a.box, b.box):
                 continue
-            if b.label == "no_face" or (b.label == a.label and (b.score, -j) < (a.score, -i)):
+            if (b.label == "no_face" or (b.label == a.label and (b.score, -j) < (a.score, -i))
+                    or (b.label == ALLOW_LABEL and a.label != ALLOW_LABEL)):
                 drop.add(j)
     return [o for k, o in enumerate(observations) if k not in drop]
 
