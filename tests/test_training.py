@@ -84,3 +84,28 @@ def test_replace_padding_keeps_the_face_and_fills_the_rest() -> None:
     assert np.all(out[20:, :28] < 1.0)  # inside the image: untouched
     assert np.all(out[:, 36:] > 199.0) and np.all(out[:12] > 199.0)  # padding: the background
     assert 0 < out[40, 32, 0] < 200  # blended at the seam, no hard edge
+
+
+def test_source_commit_says_when_the_code_differs_from_its_commit(tmp_path: Path) -> None:
+    import subprocess
+
+    from maskgate_convert.build import source_commit
+
+    assert source_commit(tmp_path) == ""  # not a git checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("x = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "a.py")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    assert source_commit(repo) == head
+    (repo / "new.txt").write_text("untracked files do not count\n")
+    assert source_commit(repo) == head
+    (repo / "a.py").write_text("x = 2\n")
+    assert source_commit(repo) == head + "+dirty"

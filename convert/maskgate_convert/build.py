@@ -426,17 +426,27 @@ def _latency_ms(path: Path, spec: InputSpec, runs: int = 50) -> float:
     return float(np.median(ts) * 1000)
 
 
+def source_commit(where: Path = Path(__file__).parent) -> str:
+    """The git commit the code runs from, with ``+dirty`` when tracked files differ from it ("" outside git).
+
+    A report or bundle built from uncommitted code names the commit it started from and says so."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=where).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(commit) and bool(git("status", "--porcelain", "--untracked-files=no"))
+    except OSError:
+        return ""
+    return commit + ("+dirty" if dirty else "")
+
+
 def _environment() -> dict[str, Any]:
     import tensorflow as tf
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
     return {"tensorflow": tf.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(), "commit": commit}
+            "processor": platform.processor() or platform.machine(), "commit": source_commit()}
 
 
 def run_build(opts: BuildOptions) -> dict[str, Any]:
