@@ -289,6 +289,13 @@ def fmt_latency(lat: list[float | None]) -> str:
             f"{quick}/{len(opened)}")
 
 
+def _value(text: str) -> bool | int | float:
+    """A --variant value: true/false, an integer or a decimal number."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return float(text) if "." in text else int(text)
+
+
 def variant(**changes: Any) -> Settings:
     """The default settings with some keys changed: a plain key is a [detector] key, ``section.key``
     a key of any other section (``decision.mask_score``)."""
@@ -345,7 +352,7 @@ def main() -> None:
     ]
     for spec in args.variant:
         name, _, kv = spec.partition(":")
-        changes = {k: float(v) if "." in v else int(v) for k, v in (x.split("=") for x in kv.split(",") if x)}
+        changes = {k: _value(v) for k, v in (x.split("=") for x in kv.split(",") if x)}
         variants.append((name, variant(**changes)))
     if args.only:
         keep = args.only.split(",")

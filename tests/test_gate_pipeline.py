@@ -22,8 +22,9 @@ from maskgate.imageio import read_bgr
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import load_scenes
-from maskgate.sources import FrameSource, ReplaySource
+from maskgate.sources import FrameList, FrameSource, ReplaySource
 from maskgate.synthetic import SyntheticDoor
+from maskgate.tracker import Observation, iou
 
 # Every scene of the tuning ("dev") half whose annotated faces are all >= 48 px wide, computed once
 # with maskgate.scenes.split_scenes and hard-coded so the test does not drift with the data.
@@ -238,6 +239,29 @@ def test_a_weak_box_around_a_face_is_the_same_person(faces_dir: Path, detector: 
     assert [t for _, t in when] == ["open", "alarm", "open"]
     assert [(r.frame, r.decision.trigger) for r in halo.results if r.decision.trigger] == when
     assert len({f.track for r in halo.results for f in r.faces}) == len(script)
+
+
+def test_an_unsure_verdict_gets_a_second_look_at_full_size(scenes_dir: Path, detector: FaceDetector,
+                                                           classifier: Classifier) -> None:
+    """refine_unsure: YuNet at full size in a window around an unsure face, and the classifier on its box."""
+    img = read_bgr(scenes_dir / "images" / "maksssksksss87.jpg")  # one masked face, 78x85 px
+    full = detector.detect(img, full_size=True)[0].box
+    x, y, w, h = full
+    over_the_hair = (x - w // 4, y - h * 2 // 3, w + w // 2, h + h * 2 // 3)  # a carried box gone wrong
+    factory = MockFactory()
+    out = Outputs(settings().outputs, factory)
+    try:
+        p = Pipeline(settings(), FrameList([]), detector, classifier, out)
+        unsure = Observation(over_the_hair, "with_mask", 0.6)
+        [again] = p.refine(img, [unsure])
+        assert iou(again.box, full) > 0.8 and iou(unsure.box, full) < 0.5
+        assert again.label == "with_mask" and again.score >= 0.9
+        # a verdict that votes already is left alone; so is an unsure one where no face is near it
+        sure = Observation(over_the_hair, "without_mask", 0.95)
+        nothing_there = Observation((0, 0, 60, 60), "with_mask", 0.6)
+        assert p.refine(img, [sure, nothing_there]) == [sure, nothing_there]
+    finally:
+        out.close()
 
 
 def test_region_of_interest(faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:

@@ -164,6 +164,9 @@ class DetectorConfig:
                                 "whole frame on every Nth frame", _range(1, 30))
     idle_every: int = _opt(10, "while no face is tracked and nothing changes, search the whole frame "
                                "on every Nth frame anyway", _range(1, 1000))
+    refine_unsure: bool = _opt(True, "an unsure verdict (a face's score below decision.mask_score or "
+                                     "decision.bare_score) gets a second look: the detector at full size in "
+                                     "a window twice the face's size, and the classifier on the box it finds")
     motion: float = _opt(0.002, "the frame changed when more than this share of a tiny grayscale copy "
                                 "differs from the last searched frame (0: always; every frame is then "
                                 "searched while no face is tracked)", _range(0.0, 1.0))

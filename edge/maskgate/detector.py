@@ -85,11 +85,12 @@ class FaceDetector:
         _, faces = self._net.detect(img)
         return faces if faces is not None else np.zeros((0, 15), np.float32)
 
-    def detect(self, frame_bgr: np.ndarray) -> list[Face]:
-        """Detect faces in a BGR frame; boxes are clipped integer pixels of that frame."""
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False) -> list[Face]:
+        """Detect faces in a BGR frame; boxes are clipped integer pixels of that frame. ``full_size``:
+        no ``face_px`` downscale (for a small window around one face; ``max_side`` still applies)."""
         s = self.settings
         h, w = frame_bgr.shape[:2]
-        scale = self.scale_for(h, w)
+        scale = min(1.0, s.max_side / max(h, w)) if full_size else self.scale_for(h, w)
         # bilinear is as good as area averaging for YuNet down to half size, and a quarter of the cost
         interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
         img = frame_bgr if scale == 1.0 else cv2.resize(

@@ -88,6 +88,10 @@ partly changed, e.g. a head turning, is still searched whole)."""
 AROUND_MAX_SHARE = 0.7
 """A search around a change that would cover more than this share of the doorway searches all of it."""
 
+REFINE_IOU = 0.3
+"""A box found at full size in the window replaces an unsure face's box only when they overlap at least
+this much (IoU), so a second look never jumps to another person's face."""
+
 
 class Pipeline:
     """One gate: a source, a detector, a classifier, a tracker, a decider and the outputs."""
@@ -489,6 +493,40 @@ class Pipeline:
                 found.append(Face(hit[0], hit[1]))
         return found, lost
 
+    def _unsure(self, o: Observation) -> bool:
+        """A verdict that votes neither way (see ``decider.vote``); unjudged (gray) faces are not unsure."""
+        d = self.settings.decision
+        if o.label == "with_mask":
+            return o.score < d.mask_score
+        return o.label in LABELS and o.score < d.bare_score
+
+    def refine(self, img: np.ndarray, obs: list[Observation]) -> list[Observation]:
+        """A second look at each unsure verdict: YuNet at full size in a window twice the face's size,
+        and the classifier on the box it finds there (the verdict stays when it finds none, or no face).
+
+        Between searches a face is classified on the box its template carries forward, and searches
+        run at the ``face_px`` scale; on some faces either box sits on the hair or the neck and the
+        classifier hesitates for seconds. This costs a few milliseconds on the rare unsure frames."""
+        h, w = img.shape[:2]
+        out = []
+        for o in obs:
+            if not self._unsure(o):
+                out.append(o)
+                continue
+            x, y, bw, bh = o.box
+            x0, y0 = max(0, x - bw // 2), max(0, y - bh // 2)
+            x1, y1 = min(w, x + bw + bw // 2), min(h, y + bh + bh // 2)
+            boxes = [(f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
+                     for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True)]
+            best = max(boxes, key=lambda b: iou(b, o.box), default=None)
+            if best is None or iou(best, o.box) < REFINE_IOU:
+                out.append(o)
+                continue
+            v = self.classifier.classify(face_input(img, best, self.classifier.input_spec, self.classifier.crop_rule))
+            self.stats.score(v.label, v.score)
+            out.append(o if v.label == "no_face" else dataclasses.replace(o, box=best, label=v.label, score=v.score))
+        return out
+
     def observe(self, img: np.ndarray, faces: list[Face]) -> list[Observation]:
         """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection,
         a face without colour an unjudged (uncertain) vote."""
@@ -546,6 +584,10 @@ class Pipeline:
             found, lost = [], False
         self._inferred = work == DETECT or bool(found)
         obs = self.observe(img, found)
+        if s.detector.refine_unsure and any(self._unsure(o) for o in obs):
+            t = time.perf_counter()
+            obs = self.refine(img, obs)
+            self.stats.stage("refine", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
             self.cadence.search_next()
         t = time.perf_counter()
