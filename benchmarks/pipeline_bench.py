@@ -67,9 +67,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKGATE_SHARED") or REPO.parent / "shared")
 W, H, FPS = 640, 480, 10
 
-OLD_DEFAULT = {"max_side": 640, "face_px": 0, "every": 1, "motion": 0.0}
+OLD_DEFAULT = {"max_side": 640, "face_px": 0, "every": 1, "motion": 0.0, "refine_unsure": False}
 """The detector settings that were the default before the cadence work (the whole frame at full size
-on every frame); kept as the baseline row."""
+on every frame, no second look at unsure faces); kept as the baseline row."""
 
 
 @dataclass
