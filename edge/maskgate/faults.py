@@ -535,8 +535,8 @@ class FaultyDetector(_FaultyStage):
 
     stage = "detection"
 
-    def detect(self, frame_bgr: np.ndarray) -> Any:
-        return self._call(lambda: self.inner.detect(frame_bgr), "detect")
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False) -> Any:
+        return self._call(lambda: self.inner.detect(frame_bgr, full_size=full_size), "detect")
 
 
 class FaultyClassifier(_FaultyStage):
