@@ -149,6 +149,8 @@ def test_quick_compare_has_every_alternative_on_the_same_frames(quick_compare: d
         if name in MODELS:
             assert r["accuracy"] is None and r["accuracy_note"] == "n/a (speed only)" and not r["trained"]
             assert r["settings"]["classifier.model"].endswith(name)
+            # random weights are unsure of every face: no second look, or the row would time YuNet
+            assert r["settings"]["detector.refine_unsure"] is False
             assert r["vs_default"]["classify_per_face"] > 0
         else:
             assert r["accuracy"]["total"] == base["accuracy"]["total"] and r["trained"]

@@ -570,7 +570,11 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] = _progress) -> Ben
     missing: list[Missing] = []
     if plan.compare:
         for m in plan.models:
-            change = {"classifier.model": str(m.bundle)}
+            change: dict[str, Any] = {"classifier.model": str(m.bundle)}
+            if not m.trained:
+                # random weights give unsure verdicts on nearly every face, and the second look at them
+                # would run on nearly every frame: the row would time YuNet, not the classifier
+                change["detector.refine_unsure"] = False
             compare.append(_Run(Job(m.name, with_changes(one, change)), fs, f"YuNet + {m.description}", change,
                                 m.trained))
         if plan.models_missing:
