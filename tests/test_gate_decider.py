@@ -6,7 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from maskgate.config import DecisionSettings, ScheduleSettings
-from maskgate.decider import Decider, Decision, plan
+from maskgate.decider import Decider, Decision, plan, unsure
 from maskgate.schedule import Schedule
 from maskgate.tracker import Observation, Tracker, iou, nested, one_per_face
 
@@ -218,3 +218,10 @@ def test_old_votes_never_open_the_door() -> None:
     assert out.state == "uncertain"  # 3 masked, 2 bare in a full window: neither opens nor alarms
     out = d.frame((BOX, "without_mask", 0.95))
     assert out.state == "deny" and out.trigger == "alarm"
+
+
+def test_unsure_is_a_verdict_that_votes_neither_way() -> None:
+    s = DecisionSettings()  # masked votes from 0.9, bare and wrongly worn from 0.6
+    assert unsure("with_mask", 0.89, s) and not unsure("with_mask", 0.9, s)
+    assert unsure("without_mask", 0.59, s) and not unsure("incorrect_mask", 0.6, s)
+    assert not unsure("no_face", 0.5, s) and not unsure("", 0.0, s)  # "": a face seen without colour

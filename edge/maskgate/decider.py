@@ -96,6 +96,14 @@ def vote(track: Track, s: DecisionSettings) -> tuple[str, str | None]:
     return "checking", None
 
 
+def unsure(label: str, score: float, s: DecisionSettings) -> bool:
+    """Whether a face verdict votes neither way in :func:`vote`: masked under ``mask_score``, bare or
+    wrongly masked under ``bare_score``."""
+    if label == "with_mask":
+        return score < s.mask_score
+    return label in ("without_mask", "incorrect_mask") and score < s.bare_score
+
+
 def one_vote_from_allow(track: Track, s: DecisionSettings) -> bool:
     """Whether one more masked vote would allow the track (its newest vote is masked already)."""
     masked = [label == "with_mask" and score >= s.mask_score for label, score in track.votes]

@@ -69,11 +69,12 @@ class FaceDetector:
         return (f"<FaceDetector yunet threshold={s.score_threshold} upscale={s.upscale} "
                 f"max_side={s.max_side} face_px={s.face_px}>")
 
-    def scale_for(self, height: int, width: int) -> float:
-        """The factor a frame of this size is resized by before detection (at most 1)."""
+    def scale_for(self, height: int, width: int, full_size: bool = False) -> float:
+        """The factor a frame of this size is resized by before detection (at most 1); ``full_size``:
+        only ``max_side`` limits it, not ``face_px``."""
         s = self.settings
         scale = min(1.0, s.max_side / max(height, width))
-        if s.face_px > 0 and s.min_face > 0:
+        if s.face_px > 0 and s.min_face > 0 and not full_size:
             scale = min(scale, s.face_px / s.min_face)
         return scale
 
@@ -90,7 +91,7 @@ class FaceDetector:
         no ``face_px`` downscale (for a small window around one face; ``max_side`` still applies)."""
         s = self.settings
         h, w = frame_bgr.shape[:2]
-        scale = min(1.0, s.max_side / max(h, w)) if full_size else self.scale_for(h, w)
+        scale = self.scale_for(h, w, full_size)
         # bilinear is as good as area averaging for YuNet down to half size, and a quarter of the cost
         interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
         img = frame_bgr if scale == 1.0 else cv2.resize(

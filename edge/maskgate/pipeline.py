@@ -24,7 +24,7 @@ from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
 from .crop import colourless, colourless_picture, dark_picture, face_input, picture_sample
-from .decider import Decider, Decision, plan
+from .decider import Decider, Decision, plan, unsure
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, SourceError
 from .events import FaceEvent, FrameResult, Observer
@@ -494,11 +494,8 @@ class Pipeline:
         return found, lost
 
     def _unsure(self, o: Observation) -> bool:
-        """A verdict that votes neither way (see ``decider.vote``); unjudged (gray) faces are not unsure."""
-        d = self.settings.decision
-        if o.label == "with_mask":
-            return o.score < d.mask_score
-        return o.label in LABELS and o.score < d.bare_score
+        """A face verdict that votes neither way; unjudged (gray) faces are not unsure."""
+        return unsure(o.label, o.score, self.settings.decision)
 
     def refine(self, img: np.ndarray, obs: list[Observation]) -> list[Observation]:
         """A second look at each unsure verdict: YuNet at full size in a window twice the face's size,
