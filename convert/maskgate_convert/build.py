@@ -407,23 +407,30 @@ def _scene_outcomes(scenes: list[Scene], faces_of: Any) -> dict[str, Any]:
 
 
 
-def _latency_ms(path: Path, spec: InputSpec, runs: int = 50) -> float:
+def latencies_ms(paths: list[Path], rounds: int = 10, runs: int = 10) -> list[float]:
+    """Median latency of each model (ms per inference, ai-edge-litert, 1 thread), timed in turns: each of
+    ``rounds`` rounds runs every model ``runs`` times, so all of them see the same machine load."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-    x = np.zeros(d["shape"], d["dtype"])
-    for _ in range(5):
-        it.set_tensor(d["index"], x)
-        it.invoke()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        it.set_tensor(d["index"], x)
-        it.invoke()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts) * 1000)
+    models = []
+    for path in paths:
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        x = np.zeros(d["shape"], d["dtype"])
+        for _ in range(5):
+            it.set_tensor(d["index"], x)
+            it.invoke()
+        models.append((it, d["index"], x))
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for (it, index, x), ts in zip(models, times, strict=True):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                it.set_tensor(index, x)
+                it.invoke()
+                ts.append(time.perf_counter() - t0)
+    return [float(np.median(ts) * 1000) for ts in times]
 
 
 def source_commit(where: Path = Path(__file__).parent) -> str:
@@ -500,6 +507,7 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
     checks["edgetpu"] = compile_edgetpu(bundle_dir / "model.tflite")
     clf_i8 = Classifier(bundle_dir)
     clf_f = Classifier(float_dir)
+    lat_i8, lat_f = latencies_ms([bundle_dir / "model.tflite", float_dir / "model_float.tflite"])
     x_te, y_te = x_all[test_mask], y_all[test_mask]
     truth = [arch.labels[i] for i in y_te]
     pred_i8, s_i8 = predict(clf_i8, x_te)
@@ -528,8 +536,8 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
             "int8_by_size": grouped(tf_[face_m].tolist(), np.array(pred_i8)[face_m].tolist(),
                                     np.array(te_sizes)[face_m].tolist(), arch.labels),
         },
-        "latency_ms_int8_1thread": _latency_ms(bundle_dir / "model.tflite", arch.spec),
-        "latency_ms_float_1thread": _latency_ms(float_dir / "model_float.tflite", arch.spec),
+        "latency_ms_int8_1thread": lat_i8,
+        "latency_ms_float_1thread": lat_f,
         "environment": _environment(),
         "options": {"epochs": opts.epochs, "batch": opts.batch, "limit_per_class": opts.limit_per_class,
                     "seed": opts.seed, "train_sources": opts.train_sources, "patience": opts.patience},

@@ -52,7 +52,8 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         f"Every architecture trained for the same budget of {epochs} epochs on the same grouped split; "
         "balanced accuracy is on the door's question (allow = with_mask, deny = anything else) on the "
         "grouped test split; scene numbers are the whole pipeline (YuNet + classifier) on the scene test half. "
-        "Latency: int8 model, ai-edge-litert, 1 thread, median of 50 runs, this machine. "
+        "Latency: int8 model, ai-edge-litert, 1 thread, this machine; every model timed again at the end of "
+        "the comparison, in turns (20 rounds of 10 runs each), so the ratios share one machine load. "
         + ("The 'shipped' row is the committed bundle, trained on all the data until its validation loss "
            "stopped improving: not the same budget, shown for reference. " if shipped is not None else
            "The shipped bundle, trained on all the data until its validation loss stopped improving, is "
