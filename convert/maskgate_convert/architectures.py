@@ -4,15 +4,15 @@
   ReLU, MaxPool 2x2, Conv 100 3x3 ReLU, MaxPool 2x2, Flatten, Dense 50 ReLU, Dense 2 softmax;
   Adam, categorical cross-entropy; two classes (with / without mask).
 - ``seed-rgb128``: the same layers on 128x128 RGB.
-- ``default``: maskgate's design. 64x64 RGB, a stem convolution and eight depthwise-separable
+- ``default``: maskgate's design. 64x64 RGB, a 24-filter stem convolution and six depthwise-separable
   blocks (BatchNorm with momentum 0.9, so its statistics settle within a short training budget,
   folded at conversion; ReLU), global average pooling, one dense softmax over
-  ``with_mask, without_mask, incorrect_mask, no_face``. About 7.9 M multiply-adds and 233 k
-  parameters (about 50x fewer multiply-adds than ``seed``). It replaced a narrower six-block
-  design (2.9 M multiply-adds, 96 k parameters) that fit its training data no better than its
-  validation data; see README "The model and how it was built". Every op (CONV_2D,
-  DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX, MUL/ADD from the input rescale) is
-  integer-only and on the Edge TPU's supported list.
+  ``with_mask, without_mask, incorrect_mask, no_face``. About 2.9 M multiply-adds and 96 k
+  parameters: a 141 KB int8 file (the budget is 150 KB), about 60x faster per face than ``seed``
+  (the target is 50x). A wider and deeper variant (233 k parameters, 7.9 M multiply-adds, git
+  branch ``wide``) scored higher but broke both budgets (306 KB, 35x); see README "The model and how
+  it was built". Every op (CONV_2D, DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX, MUL/ADD from
+  the input rescale) is integer-only and on the Edge TPU's supported list.
 - ``mobilenetv2``: MobileNetV2 (alpha 1.0, 224x224 RGB) with a 2-class head, like the most popular
   open mask detector's classifier; written for speed comparisons (architecture only).
 
@@ -49,8 +49,9 @@ ARCHS = {
 }
 
 
-# (pointwise filters, depthwise stride) of each block of ``default``, after a 32-filter stem
-DEFAULT_BLOCKS = ((64, 2), (64, 1), (96, 2), (128, 1), (128, 1), (192, 2), (256, 1), (384, 1))
+# (pointwise filters, depthwise stride) of each separable block of ``default``, after a 24-filter stem
+DEFAULT_STEM = 24
+DEFAULT_BLOCKS = ((48, 2), (64, 2), (96, 1), (128, 2), (160, 1), (256, 1))
 
 
 def build_model(arch: Arch) -> Any:
@@ -69,7 +70,7 @@ def build_model(arch: Arch) -> Any:
         out = layers.Dense(len(arch.labels), activation="softmax")(x)
     elif arch.name == "default":
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inp)
-        x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.Conv2D(DEFAULT_STEM, 3, strides=2, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.ReLU()(x)
         for filters, stride in DEFAULT_BLOCKS:
