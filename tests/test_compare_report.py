@@ -25,3 +25,8 @@ def test_report_has_training_compute_and_says_who_wins_on_which_budget(tmp_path:
     assert "training compute" in table and "3.6 T MAC" in table
     assert "the seed wins on epochs" in text
     assert "4.5x less training compute" in text and "98.4%, above the seed's 95.0%" in text
+    # a run reused with --resume keeps the commit it was trained from, and the report says so
+    seed["environment"]["commit"], default["environment"]["commit"] = "aaa", "bbb"
+    shipped["environment"]["commit"] = "aaa"
+    write_compare({"seed": seed, "default": default}, {}, report, 3, shipped)
+    assert "trained from commit aaa (seed, shipped); commit bbb (default)." in report.read_text()

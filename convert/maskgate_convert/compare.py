@@ -16,6 +16,18 @@ def training_macs(m: dict[str, Any]) -> float:
     return float(m["epochs_run"]) * float(m["train_sizes"]["train"]) * float(m["multiply_adds"]) * 3.0
 
 
+def _commits(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, Any]],
+             shipped: dict[str, Any] | None) -> str:
+    """Which commit each run was trained from, grouped: runs reused with --resume may be older."""
+    named = {**runs, **{f"default on {src} only": m for src, m in cross.items()}}
+    if shipped is not None:
+        named["shipped"] = shipped
+    by_commit: dict[str, list[str]] = {}
+    for name, m in named.items():
+        by_commit.setdefault(m.get("environment", {}).get("commit") or "n/a", []).append(name)
+    return "; ".join(f"commit {c} ({', '.join(names)})" for c, names in by_commit.items())
+
+
 def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, Any]], report: Path,
                   epochs: int, shipped: dict[str, Any] | None = None) -> str:
     head = ("| model | classes | bal. acc. float | bal. acc. int8 | bare-face recall int8 | "
@@ -61,7 +73,7 @@ def write_compare(runs: dict[str, dict[str, Any]], cross: dict[str, dict[str, An
         + "Training compute is epochs x training faces x forward multiply-adds x 3.",
         "",
         f"Machine: {env.get('processor')} ({env.get('machine')}), Python {env.get('python')}, "
-        f"TensorFlow {env.get('tensorflow')}, commit {env.get('commit') or 'n/a'}.",
+        f"TensorFlow {env.get('tensorflow')}; trained from {_commits(runs, cross, shipped)}.",
         "",
         table,
         "",
