@@ -8,7 +8,8 @@ gate's dearest stage) need not run on every frame:
   lost, or the door may open: it opens only on a searched frame, so nobody who walked in meanwhile is
   missed); and while nobody is followed, on every ``moving_every``-th frame as long as the frame
   changed since the detector last searched it (``MotionGate``: someone may be coming; then only
-  around the change, ``region``), and on every ``idle_every``-th frame anyway.
+  around the change, ``region``, which the pipeline searches at full size so a face walking in is
+  found sooner), and on every ``idle_every``-th frame anyway.
 - ``follow``: the faces seen on the previous frame are found again near their predicted places
   (``follow.FaceFollower``) and classified again, so every frame still votes.
 - ``skip``: nobody is followed and nothing moved: no detection, no classification.

@@ -452,11 +452,13 @@ class Pipeline:
 
     def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None) -> list[Face]:
         """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched,
-        and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there."""
+        and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there, at full
+        size (no ``face_px`` downscale) when ``detector.moving_full_size`` is on."""
         h, w = img.shape[:2]
         r = roi_pixels(self.settings.detector.roi, w, h)
         mx, my = int(0.1 * w), int(0.1 * h)
         x0, y0, x1, y1 = max(0, r[0] - mx), max(0, r[1] - my), min(w, r[2] + mx), min(h, r[3] + my)
+        full = False
         if around is not None:
             m = int(AROUND_MARGIN * max(w, h))
             a = (max(x0, around[0] - m), max(y0, around[1] - m), min(x1, around[2] + m), min(y1, around[3] + m))
@@ -464,10 +466,12 @@ class Pipeline:
                 return []
             if (a[2] - a[0]) * (a[3] - a[1]) < AROUND_MAX_SHARE * (x1 - x0) * (y1 - y0):
                 x0, y0, x1, y1 = a
+                # someone may be walking in: the full-size picture finds a moving face a frame or two sooner
+                full = self.settings.detector.moving_full_size
         if (x0, y0, x1, y1) == (0, 0, w, h):
-            faces = self.detector.detect(img)
+            faces = self.detector.detect(img, full_size=full)
         else:
-            faces = self.detector.detect(img[y0:y1, x0:x1])
+            faces = self.detector.detect(img[y0:y1, x0:x1], full_size=full)
         out = []
         for f in faces:
             box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
