@@ -25,7 +25,7 @@ from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import load_scenes
 from maskgate.sources import FrameList, FrameSource, ReplaySource
 from maskgate.synthetic import SyntheticDoor
-from maskgate.tracker import Observation, iou
+from maskgate.tracker import Observation, Track, iou
 
 # Every scene of the tuning ("dev") half whose annotated faces are all >= 48 px wide, computed once
 # with maskgate.scenes.split_scenes and hard-coded so the test does not drift with the data.
@@ -557,6 +557,34 @@ def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir:
     assert all(len(res.faces) == 1 for res in r.results), [len(res.faces) for res in r.results]
     assert searches.per_frame[0] == 1 and sum(searches.per_frame) <= 40 // s.detector.every + 2
     assert r.triggers() == ["open"] and r.pin("relay")[:2] == [False, True]
+
+
+def test_a_verdict_that_turns_a_face_round_gets_a_second_look(scenes_dir: Path, detector: FaceDetector,
+                                                              classifier: Classifier) -> None:
+    """refine_flips: a verdict that votes against its face's last vote is looked at again at full size.
+    Measured on the validation door: a bare face denied for a second was then called masked at 0.95 on
+    a larger box from a search at the face_px scale, the follower carried that box, and the door opened;
+    the full-size box says bare."""
+    img = read_bgr(scenes_dir / "images" / "maksssksksss87.jpg")  # one masked face, 78x85 px
+    full = detector.detect(img, full_size=True)[0].box
+    out = Outputs(settings().outputs, MockFactory())
+    try:
+        p = Pipeline(settings(), FrameList([]), detector, classifier, out)
+        track = Track(1, full, 0.0, 0.0, 5)
+        track.add(Observation(full, "with_mask", 0.97), 0.0)
+        track.add(Observation(full, "with_mask", 0.7), 0.1)  # unsure votes do not count either way
+        bare = Observation(full, "without_mask", 0.95)
+        assert p._flips(bare, [track], 0.2)
+        assert not p._flips(Observation(full, "with_mask", 0.95), [track], 0.2)  # agrees
+        assert not p._flips(Observation(full, "without_mask", 0.5), [track], 0.2)  # unsure: refine_unsure's
+        assert not p._flips(Observation((0, 0, 40, 40), "without_mask", 0.95), [track], 0.2)  # another face
+        assert not p._flips(bare, [], 0.2)  # a new face has nothing to turn round
+        [again] = p.refine(img, [bare], [True])
+        assert iou(again.box, full) > 0.8
+        v = classifier.classify_face(img, again.box)
+        assert again.label == v.label == "with_mask" and again.score == v.score
+    finally:
+        out.close()
 
 
 def test_a_search_after_motion_covers_only_where_the_frame_changed(faces_dir: Path, detector: FaceDetector,

@@ -169,6 +169,8 @@ class DetectorConfig:
     refine_unsure: bool = _opt(True, "an unsure verdict (a face's score below decision.mask_score or "
                                      "decision.bare_score) gets a second look: the detector at full size in "
                                      "a window twice the face's size, and the classifier on the box it finds")
+    refine_flips: bool = _opt(True, "a verdict that turns a tracked face's answer round (masked after "
+                                    "bare, or bare after masked) gets the same second look before it votes")
     motion: float = _opt(0.002, "the frame changed when more than this share of a tiny grayscale copy "
                                 "differs from the last searched frame (0: always; every frame is then "
                                 "searched while no face is tracked)", _range(0.0, 1.0))

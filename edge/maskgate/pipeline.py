@@ -34,7 +34,7 @@ from .imageio import to_bgr
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
-from .tracker import Observation, Track, Tracker, iou, one_per_face
+from .tracker import ALLOW_LABEL, Observation, Track, Tracker, iou, one_per_face
 
 log = logging.getLogger(__name__)
 
@@ -501,17 +501,34 @@ class Pipeline:
         """A face verdict that votes neither way; unjudged (gray) faces are not unsure."""
         return unsure(o.label, o.score, self.settings.decision)
 
-    def refine(self, img: np.ndarray, obs: list[Observation]) -> list[Observation]:
+    def _flips(self, o: Observation, tracks: list[Track], ts: float) -> bool:
+        """Whether a verdict that votes turns its face's answer round: the track it overlaps most
+        last voted the other way (allow against deny)."""
+        if o.label not in LABELS or self._unsure(o):
+            return False
+        best = max(tracks, key=lambda t: iou(t.predict(ts), o.box), default=None)
+        if best is None or iou(best.predict(ts), o.box) < REFINE_IOU:
+            return False
+        d = self.settings.decision
+        last = next((label for label, score in reversed(best.votes)
+                     if label in LABELS and not unsure(label, score, d)), None)
+        return last is not None and (last == ALLOW_LABEL) != (o.label == ALLOW_LABEL)
+
+    def refine(self, img: np.ndarray, obs: list[Observation],
+               which: list[bool] | None = None) -> list[Observation]:
         """A second look at each unsure verdict: YuNet at full size in a window twice the face's size,
         and the classifier on the box it finds there (the verdict stays when it finds none, or no face).
 
         Between searches a face is classified on the box its template carries forward, and searches
         run at the ``face_px`` scale; on some faces either box sits on the hair or the neck and the
-        classifier hesitates for seconds. This costs a few milliseconds on the rare unsure frames."""
+        classifier hesitates for seconds. This costs a few milliseconds on the rare unsure frames.
+        ``which``: the verdicts to look at again (default: the unsure ones)."""
         h, w = img.shape[:2]
+        if which is None:
+            which = [self._unsure(o) for o in obs]
         out = []
-        for o in obs:
-            if not self._unsure(o):
+        for o, again in zip(obs, which, strict=True):
+            if not again:
                 out.append(o)
                 continue
             x, y, bw, bh = o.box
@@ -585,9 +602,11 @@ class Pipeline:
             found, lost = [], False
         self._inferred = work == DETECT or bool(found)
         obs = self.observe(img, found)
-        if s.detector.refine_unsure and any(self._unsure(o) for o in obs):
+        again = [(s.detector.refine_unsure and self._unsure(o))
+                 or (s.detector.refine_flips and self._flips(o, self.tracker.tracks, ts)) for o in obs]
+        if any(again):
             t = time.perf_counter()
-            obs = self.refine(img, obs)
+            obs = self.refine(img, obs, again)
             self.stats.stage("refine", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
             self.cadence.search_next()
