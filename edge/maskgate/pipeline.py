@@ -506,8 +506,9 @@ class Pipeline:
         last voted the other way (allow against deny)."""
         if o.label not in LABELS or self._unsure(o):
             return False
-        best = max(tracks, key=lambda t: iou(t.predict(ts), o.box), default=None)
-        if best is None or iou(best.predict(ts), o.box) < REFINE_IOU:
+        overlap, best = max(((iou(t.predict(ts), o.box), t) for t in tracks), key=lambda p: p[0],
+                            default=(0.0, None))
+        if best is None or overlap < REFINE_IOU:
             return False
         d = self.settings.decision
         last = next((label for label, score in reversed(best.votes)
