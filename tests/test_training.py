@@ -109,3 +109,42 @@ def test_source_commit_says_when_the_code_differs_from_its_commit(tmp_path: Path
     assert source_commit(repo) == head
     (repo / "a.py").write_text("x = 2\n")
     assert source_commit(repo) == head + "+dirty"
+
+
+def test_background_patches_keep_clear_of_faces_and_keep_the_detectors_false_boxes(
+        scenes_dir: Path, yunet_path: Path) -> None:
+    """no_face examples: the detector's boxes away from every face (hard negatives) and random squares;
+    never a box that overlaps an annotated face or one of the faces the annotations miss, and random
+    squares clear of every detector box."""
+    import numpy as np
+
+    from maskgate.detector import FaceDetector
+    from maskgate.imageio import read_bgr
+    from maskgate.scenes import load_scenes, split_scenes
+    from maskgate_convert.build import _overlap, background_boxes
+    from maskgate_convert.scene_review import UNANNOTATED_FACES
+
+    tune = {sc.name: sc for sc in split_scenes(load_scenes(scenes_dir))["tune"]}
+    assert set(UNANNOTATED_FACES) <= set(tune), "the reviewed faces are all on the tuning half"
+    det = FaceDetector(DetectorSettings(score_threshold=0.3), yunet_path)
+    rng = np.random.default_rng(0)
+    kept_detector_boxes = reviewed_faces_found = 0
+    for name, reviewed in UNANNOTATED_FACES.items():
+        sc = tune[name]
+        img = read_bgr(sc.image)
+        found = [f.box for f in det.detect(img)]
+        reviewed_faces_found += sum(any(_overlap(r, b) for b in found) for r in reviewed)
+        faces = [f.box for f in sc.faces] + list(reviewed)
+        boxes = background_boxes(sc, found, img.shape, 8, rng)
+        assert len(boxes) <= 8
+        for b in boxes:
+            assert not any(_overlap(b, f) for f in faces), (name, b)
+            if b in found:
+                kept_detector_boxes += 1
+            else:
+                assert not any(_overlap(b, f) for f in found), (name, b)
+        # every detector box clear of all faces is used (there are fewer than 8 in these scenes)
+        assert [b for b in found if not any(_overlap(b, f) for f in faces)] == \
+            [b for b in boxes if b in found]
+    assert reviewed_faces_found == sum(len(v) for v in UNANNOTATED_FACES.values())
+    assert kept_detector_boxes > 0

@@ -29,6 +29,7 @@ from .architectures import ARCHS, Arch, build_model, multiply_adds
 from .dataset import NO_FACE, Located, locate_faces, located_counts, scan_classes
 from .metrics import door_metrics, grouped, size_bucket
 from .quantize import check_integer_model, compile_edgetpu, to_float, to_int8
+from .scene_review import unannotated_faces
 
 log = logging.getLogger(__name__)
 
@@ -92,39 +93,43 @@ def _limit(items: list[Any], n: int | None) -> list[Any]:
 
 def no_face_patches(scenes: list[Scene], det: FaceDetector, per_scene: int = 8, seed: int = 0
                     ) -> tuple[np.ndarray, list[str]]:
-    """Background crops from the *tuning* half of the scenes, away from every annotated face.
-
-    Two kinds: the detector's own false positives at a low threshold (what the classifier must
-    reject at the door) and random squares. A patch is kept only if it overlaps no annotated box.
-    """
+    """Background crops from the *tuning* half of the scenes, away from every face
+    (:func:`background_boxes`), ``per_scene`` at most from each, and the scene each came from."""
     rng = np.random.default_rng(seed)
     patches: list[np.ndarray] = []
     names: list[str] = []
     for sc in scenes:
         img = read_bgr(sc.image)
-        h, w = img.shape[:2]
-        gt = [f.box for f in sc.faces]
-
-        def clear(b: tuple[int, int, int, int], gt: list[tuple[int, int, int, int]] = gt) -> bool:
-            x0, y0, x1, y1 = b[0], b[1], b[0] + b[2], b[1] + b[3]
-            for gx, gy, gw, gh in gt:
-                if min(x1, gx + gw) > max(x0, gx) and min(y1, gy + gh) > max(y0, gy):
-                    return False
-            return True
-
-        cands = [f.box for f in det.detect(img)]
-        for _ in range(per_scene * 3):
-            s = int(rng.integers(24, max(25, min(h, w) // 2)))
-            cands.append((int(rng.integers(0, max(1, w - s))), int(rng.integers(0, max(1, h - s))), s, s))
-        n = 0
-        for b in cands:
-            if n >= per_scene:
-                break
-            if clear(b):
-                patches.append(crop_face(img, b, CROP_STORE))
-                names.append(sc.name)
-                n += 1
+        for b in background_boxes(sc, [f.box for f in det.detect(img)], img.shape[:2], per_scene, rng):
+            patches.append(crop_face(img, b, CROP_STORE))
+            names.append(sc.name)
     return (np.stack(patches) if patches else np.zeros((0, CROP_STORE, CROP_STORE, 3), np.uint8)), names
+
+
+def background_boxes(sc: Scene, found: list[tuple[int, int, int, int]], shape: tuple[int, ...], n: int,
+                     rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+    """Up to ``n`` boxes of one scene for the ``no_face`` class: first the detector's boxes
+    (``found``, what the classifier must reject at a door) that overlap no annotated face and none
+    of the faces the annotations miss (:mod:`.scene_review`), then random squares that also keep
+    clear of every detector box, since the annotations miss faces the review never saw."""
+    h, w = shape[:2]
+    faces = [f.box for f in sc.faces] + list(unannotated_faces(sc.name))
+    cands = [(b, faces) for b in found]
+    for _ in range(n * 3):
+        s = int(rng.integers(24, max(25, min(h, w) // 2)))
+        cands.append(((int(rng.integers(0, max(1, w - s))), int(rng.integers(0, max(1, h - s))), s, s),
+                      faces + found))
+    out: list[tuple[int, int, int, int]] = []
+    for b, avoid in cands:
+        if len(out) >= n:
+            break
+        if not any(_overlap(b, a) for a in avoid):
+            out.append(b)
+    return out
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return min(a[0] + a[2], b[0] + b[2]) > max(a[0], b[0]) and min(a[1] + a[3], b[1] + b[3]) > max(a[1], b[1])
 
 
 def inside_fraction(image_shape: tuple[int, ...], box: tuple[int, int, int, int],
