@@ -120,8 +120,8 @@ def test_background_patches_keep_clear_of_faces_and_keep_the_detectors_false_box
 
     from maskgate.detector import FaceDetector
     from maskgate.imageio import read_bgr
-    from maskgate.scenes import load_scenes, split_scenes
-    from maskgate_convert.build import _overlap, background_boxes
+    from maskgate.scenes import iou, load_scenes, split_scenes
+    from maskgate_convert.build import background_boxes
     from maskgate_convert.scene_review import UNANNOTATED_FACES
 
     tune = {sc.name: sc for sc in split_scenes(load_scenes(scenes_dir))["tune"]}
@@ -133,18 +133,18 @@ def test_background_patches_keep_clear_of_faces_and_keep_the_detectors_false_box
         sc = tune[name]
         img = read_bgr(sc.image)
         found = [f.box for f in det.detect(img)]
-        reviewed_faces_found += sum(any(_overlap(r, b) for b in found) for r in reviewed)
+        reviewed_faces_found += sum(any(iou(r, b) > 0 for b in found) for r in reviewed)
         faces = [f.box for f in sc.faces] + list(reviewed)
         boxes = background_boxes(sc, found, img.shape, 8, rng)
         assert len(boxes) <= 8
         for b in boxes:
-            assert not any(_overlap(b, f) for f in faces), (name, b)
+            assert not any(iou(b, f) > 0 for f in faces), (name, b)
             if b in found:
                 kept_detector_boxes += 1
             else:
-                assert not any(_overlap(b, f) for f in found), (name, b)
+                assert not any(iou(b, f) > 0 for f in found), (name, b)
         # every detector box clear of all faces is used (there are fewer than 8 in these scenes)
-        assert [b for b in found if not any(_overlap(b, f) for f in faces)] == \
+        assert [b for b in found if not any(iou(b, f) > 0 for f in faces)] == \
             [b for b in boxes if b in found]
     assert reviewed_faces_found == sum(len(v) for v in UNANNOTATED_FACES.values())
     assert kept_detector_boxes > 0

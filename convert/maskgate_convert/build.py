@@ -123,13 +123,9 @@ def background_boxes(sc: Scene, found: list[tuple[int, int, int, int]], shape: t
     for b, avoid in cands:
         if len(out) >= n:
             break
-        if not any(_overlap(b, a) for a in avoid):
+        if all(iou(b, a) == 0.0 for a in avoid):
             out.append(b)
     return out
-
-
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return min(a[0] + a[2], b[0] + b[2]) > max(a[0], b[0]) and min(a[1] + a[3], b[1] + b[3]) > max(a[1], b[1])
 
 
 def inside_fraction(image_shape: tuple[int, ...], box: tuple[int, int, int, int],
