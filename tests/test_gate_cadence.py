@@ -82,6 +82,55 @@ def test_cadence_every_frame_when_shortcuts_are_off() -> None:
     assert [c.plan(bg, following=True) for _ in range(4)] == [DETECT, FOLLOW, FOLLOW, DETECT]
 
 
+def test_motion_gate_can_ignore_change_inside_given_boxes() -> None:
+    bg = scene()
+    gate = MotionGate(0.002)
+    gate.look(bg)
+    person = bg.copy()
+    cv2.ellipse(person, (320, 200), (24, 30), 0, 0, 360, (20, 20, 20), -1)
+    assert gate.changed(person)
+    assert not gate.changed(person, outside=[(280, 150, 360, 250)]) and gate.box is None
+    # a box over half the blob: the other half still counts, and says where
+    assert gate.changed(person, outside=[(280, 150, 320, 250)])
+    assert gate.box is not None and gate.box[0] >= 312, gate.box
+
+
+def test_every_around_searches_only_around_the_followed_faces_until_something_moves_elsewhere() -> None:
+    bg = scene()
+    face = (300, 120, 60, 72)  # x, y, w, h
+    c = Cadence(every=3, moving_every=1, idle_every=10, motion=0.002, every_around=True)
+    assert c.plan(bg, following=False) == DETECT and c.windows == []
+    c.found([face])
+    # the followed person sways: change inside their zone (around and below the face) is theirs
+    sway = bg.copy()
+    cv2.rectangle(sway, (290, 130), (370, 470), (30, 30, 30), -1)
+    assert [c.plan(sway, True, [face]) for _ in range(3)] == [FOLLOW, FOLLOW, DETECT]
+    assert c.windows == [(270, 84, 390, 228)]  # half a face more on every side, searched at full size
+    assert c.region is None
+    c.found([face])
+    # a newcomer walks in at the side: the every-3rd search covers the whole doorway again
+    newcomer = sway.copy()
+    cv2.ellipse(newcomer, (80, 200), (24, 30), 0, 0, 360, (20, 20, 20), -1)
+    assert [c.plan(newcomer, True, [face]) for _ in range(3)] == [FOLLOW, FOLLOW, DETECT]
+    assert c.windows == [] and c.region is None
+    # a lost face is looked for around where it was; any whole-doorway request wins
+    c.found([face])
+    c.search_next(around=[face])
+    assert c.plan(newcomer, True, []) == DETECT and c.windows == [(270, 84, 390, 228)]
+    c.search_next(around=[face])
+    c.search_next()  # the door would open: the whole doorway, always
+    assert c.plan(newcomer, True, []) == DETECT and c.windows == []
+    c.search_next()
+    c.search_next(around=[face])
+    assert c.plan(newcomer, True, []) == DETECT and c.windows == []
+    # off (the option's default): the whole doorway every time
+    off = Cadence(every=3, moving_every=1, idle_every=10, motion=0.002)
+    off.plan(bg, False)
+    off.search_next(around=[face])
+    assert [off.plan(sway, True, [face]) for _ in range(4)] == [DETECT, FOLLOW, FOLLOW, DETECT]
+    assert off.windows == []
+
+
 @pytest.fixture(scope="module")
 def face(faces_dir: Path) -> np.ndarray:
     return read_bgr(faces_dir / "with_mask" / "fm12k_03454.jpg")

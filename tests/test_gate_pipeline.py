@@ -483,15 +483,20 @@ class Searches:
         self.per_frame: list[int] = []
         self.sizes: list[tuple[tuple[int, int], bool]] = []
         """Each search: the (height, width) searched and whether at full size."""
+        self.frame_sizes: list[list[tuple[int, int]]] = []
+        """Per processed frame: the (height, width) of each search."""
+        self._current: list[tuple[int, int]] = []
 
     def detect(self, img: Any, *, full_size: bool = False) -> Any:
         self.calls += 1
         self.sizes.append((img.shape[:2], full_size))
+        self._current.append(img.shape[:2])
         return self.det.detect(img, full_size=full_size)
 
     def __call__(self, res: FrameResult) -> None:
         self.per_frame.append(self.calls)
-        self.calls = 0
+        self.frame_sizes.append(self._current)
+        self.calls, self._current = 0, []
 
 
 def test_cadence_follows_and_classifies_faces_between_searches(faces_dir: Path, detector: FaceDetector,
@@ -557,6 +562,59 @@ def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir:
     assert all(len(res.faces) == 1 for res in r.results), [len(res.faces) for res in r.results]
     assert searches.per_frame[0] == 1 and sum(searches.per_frame) <= 40 // s.detector.every + 2
     assert r.triggers() == ["open"] and r.pin("relay")[:2] == [False, True]
+
+
+def test_every_around_searches_around_a_standing_person_and_still_finds_newcomers(
+        tmp_path: Path, faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    import cv2
+    src = door(faces_dir, [["with_mask"]], seed=2)
+    src.open()
+    p = src.visits_until(0)[0].people[0]
+    frame = src.frame(p.start + p.enter + p.stand // 2)
+    assert frame is not None and frame.truth
+    x, y, w, h = frame.truth[0].box
+    img = tmp_path / "standing.png"
+    cv2.imwrite(str(img), frame.image)
+    s = settings(detector={"every_around": True})
+    searches = Searches(detector)
+    r = run(s, ReplaySource([img], 10, hold=40, realtime=False), searches, classifier,  # type: ignore[arg-type]
+            observers=(searches,))
+    assert all(len(res.faces) == 1 for res in r.results), [len(res.faces) for res in r.results]
+    assert r.triggers() == ["open"]
+    opened = next(i for i, res in enumerate(r.results) if res.decision.trigger)
+    assert searches.frame_sizes[opened] == [(H, W)]  # the door opens only on a search of the whole doorway
+    # after the first searches of the whole doorway, the beat's searches cover a window about twice the
+    # face's size, at full size
+    windows = [(hw, full) for hw, full in searches.sizes if hw != (H, W)]
+    assert len(windows) >= 2 and all(full and hw[0] <= 2.2 * h and hw[1] <= 2.2 * w for hw, full in windows), (
+        windows, (w, h))
+    # a search of the windows is never taken for a search of the whole doorway
+    src = door(faces_dir, [["with_mask"], ["with_mask"]], seed=2)
+    src.open()
+    pipe = Pipeline(s, src, detector, classifier, Outputs(s.outputs, MockFactory()))
+    seen: list[tuple[bool, bool]] = []
+    decide = pipe.decider.decide
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append((bool(pipe.cadence.windows), k["searched"]))
+        return decide(*a, **k)
+
+    pipe.decider.decide = spy  # type: ignore[method-assign]
+    try:
+        pipe.run()
+    finally:
+        pipe.outputs.close()
+        src.close()
+    assert (True, False) in seen and (True, True) not in seen
+    # people walking in beside someone followed are still found: the same door actions as without it
+    script = [["with_mask", "with_mask"], ["with_mask", "without_mask"], ["incorrect_mask", "with_mask"]]
+    outcomes = []
+    for on in (False, True):
+        src = door(faces_dir, script, seed=5)
+        res = run(settings(detector={"every_around": on}), src, detector, classifier)
+        outcomes.append(visit_outcomes(src, res))
+    assert outcomes[1] == outcomes[0], outcomes
+    assert "alarm" in outcomes[1][1][1], outcomes
 
 
 def test_a_verdict_that_turns_a_face_round_gets_a_second_look(scenes_dir: Path, detector: FaceDetector,

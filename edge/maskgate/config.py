@@ -160,6 +160,11 @@ class DetectorConfig:
                           "is found within N frames; the door opens only on a searched frame) and in "
                           "between follow the tracked faces, classifying them on every frame (1: search "
                           "the whole frame on every frame)", _range(1, 30))
+    every_around: bool = _opt(False, "those every-Nth searches, and the search after a followed face "
+                                      "was lost, cover only windows twice the tracked faces' size, at full "
+                                      "size, unless the frame changed away from the tracked people since "
+                                      "the last search (a newcomer moves); the search before the door "
+                                      "opens always covers the whole doorway")
     moving_every: int = _opt(1, "while no face is tracked and the frame changes (see motion), search "
                                 "around the change on every Nth frame", _range(1, 30))
     moving_full_size: bool = _opt(True, "those searches around a change run at full size (no face_px "

@@ -9,6 +9,7 @@ the face detector on an empty doorway where nothing moves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -53,7 +54,9 @@ class MotionGate:
         self._ref = last[1] if last is not None and last[0] is frame_bgr else tiny_gray(frame_bgr)
         self._last = None
 
-    def changed(self, frame_bgr: np.ndarray) -> bool:
+    def changed(self, frame_bgr: np.ndarray, outside: Sequence[tuple[int, int, int, int]] = ()) -> bool:
+        """Has more than ``share`` of the frame changed since ``look``? Change inside the ``outside`` boxes
+        (x0, y0, x1, y1 in frame pixels) does not count."""
         self.box = None
         if self._ref is None:
             self.last_change = 1.0
@@ -64,10 +67,14 @@ class MotionGate:
             self.last_change = 1.0
             return True
         moved = cv2.absdiff(cur, self._ref) > LEVEL
+        fy, fx = frame_bgr.shape[0] / SIZE[1], frame_bgr.shape[1] / SIZE[0]
+        for x0, y0, x1, y1 in outside:
+            r0, r1 = max(0, int(y0 / fy)), max(0, int(np.ceil(y1 / fy)))
+            c0, c1 = max(0, int(x0 / fx)), max(0, int(np.ceil(x1 / fx)))
+            moved[r0:r1, c0:c1] = False
         self.last_change = float(np.count_nonzero(moved)) / moved.size
         if self.last_change > 0:
             ys, xs = np.nonzero(moved)
-            fy, fx = frame_bgr.shape[0] / SIZE[1], frame_bgr.shape[1] / SIZE[0]
             self.box = (int(xs.min() * fx), int(ys.min() * fy), int(np.ceil((xs.max() + 1) * fx)),
                         int(np.ceil((ys.max() + 1) * fy)))
         return self.last_change > self.share

@@ -51,7 +51,7 @@ def detector_settings(s: Settings) -> DetectorSettings:
 
 def build_cadence(s: Settings) -> Cadence:
     d = s.detector
-    return Cadence(d.every, d.moving_every, d.idle_every, d.motion)
+    return Cadence(d.every, d.moving_every, d.idle_every, d.motion, d.every_around)
 
 
 def build_detector(s: Settings) -> FaceDetector:
@@ -479,6 +479,22 @@ class Pipeline:
                 out.append(Face(box, f.score))
         return out
 
+    def detect_windows(self, img: np.ndarray, windows: list[tuple[int, int, int, int]]) -> list[Face]:
+        """Faces found at full size inside each window (x0, y0, x1, y1) whose centre lies in the doorway
+        region, without duplicates where windows overlap."""
+        h, w = img.shape[:2]
+        r = roi_pixels(self.settings.detector.roi, w, h)
+        out: list[Face] = []
+        for wx0, wy0, wx1, wy1 in windows:
+            x0, y0, x1, y1 = max(0, wx0), max(0, wy0), min(w, wx1), min(h, wy1)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True):
+                box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
+                if in_roi(box, r) and all(iou(box, o.box) < 0.5 for o in out):
+                    out.append(Face(box, f.score))
+        return out
+
     def follow(self, img: np.ndarray, ts: float, tracks: list[Track]) -> tuple[list[Face], bool]:
         """Find each followed face again near its predicted place (``FaceFollower``).
 
@@ -589,11 +605,13 @@ class Pipeline:
         followed = [tr for tr in self.tracker.tracks if tr.last_ts == self._last_ts]
         self._last_ts = ts
         t = time.perf_counter()
-        work = self.cadence.plan(img, bool(followed))
+        expected = [tr.predict(ts) for tr in followed] if s.detector.every_around else []
+        work = self.cadence.plan(img, bool(followed), expected)
         self.stats.stage("motion", time.perf_counter() - t)
         if work == DETECT:
             t = time.perf_counter()
-            found = self.detect(img, self.cadence.region)
+            found = (self.detect_windows(img, self.cadence.windows) if self.cadence.windows
+                     else self.detect(img, self.cadence.region))
             self.stats.stage("detect", time.perf_counter() - t)
         elif work == FOLLOW:
             t = time.perf_counter()
@@ -610,7 +628,7 @@ class Pipeline:
             obs = self.refine(img, obs, again)
             self.stats.stage("refine", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
-            self.cadence.search_next()
+            self.cadence.search_next(around=[tr.predict(ts) for tr in followed])
         t = time.perf_counter()
         tracks = self.tracker.update(ts, obs)
         if work == DETECT:  # templates come from the detector's boxes only
@@ -618,9 +636,11 @@ class Pipeline:
                 if tr.last_ts == ts:
                     self.follower.remember(tr.id, img, tr.box)
             self.follower.keep({tr.id for tr in tracks})
+            self.cadence.found([tr.box for tr in tracks if tr.last_ts == ts])
         faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
                  if tr.last_ts == ts and tr.label in LABELS]
-        whole = work == DETECT and self.cadence.region is None  # the whole doorway was searched
+        # the whole doorway was searched (not only around a change or around the followed faces)
+        whole = work == DETECT and self.cadence.region is None and not self.cadence.windows
         if gray:  # tracked on, never decided: the faces have no colour
             decision = self.decider.fault(ts, "camera", wall, self.gray_detail)
         else:
