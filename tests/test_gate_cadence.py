@@ -123,7 +123,7 @@ def test_every_around_searches_only_around_the_followed_faces_until_something_mo
     c.search_next()
     c.search_next(around=[face])
     assert c.plan(newcomer, True, []) == DETECT and c.windows == []
-    # off (the option's default): the whole doorway every time
+    # off: the whole doorway every time
     off = Cadence(every=3, moving_every=1, idle_every=10, motion=0.002)
     off.plan(bg, False)
     off.search_next(around=[face])

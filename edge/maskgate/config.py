@@ -160,7 +160,7 @@ class DetectorConfig:
                           "is found within N frames; the door opens only on a searched frame) and in "
                           "between follow the tracked faces, classifying them on every frame (1: search "
                           "the whole frame on every frame)", _range(1, 30))
-    every_around: bool = _opt(False, "those every-Nth searches, and the search after a followed face "
+    every_around: bool = _opt(True, "those every-Nth searches, and the search after a followed face "
                                       "was lost, cover only windows twice the tracked faces' size, at full "
                                       "size, unless the frame changed away from the tracked people since "
                                       "the last search (a newcomer moves); the search before the door "

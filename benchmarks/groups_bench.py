@@ -1,0 +1,153 @@
+"""Groups at the door: 1 to 3 people per visit, walking in a little apart, through the whole gate.
+
+The pipeline benchmark has one person per visit; this one checks what a newcomer beside a followed
+person changes. For each gate variant, on the same synthetic-door frames (held-out faces of the
+shipped bundle, heads cut around the face the build located), it prints:
+
+- visits with masked people only, and how many opened the door;
+- visits with a bare or wrongly masked person, how many sounded the alarm and how many opened the
+  door at some point (it may open for a masked person before the other walks in);
+- frames on which the door opened while a bare or wrongly masked face >= 60 px was fully in view;
+- the share of person-frames (faces >= 60 px fully in view) with a face box on the person;
+- CPU ms per frame of the gate (the door's rendering excluded).
+
+    python benchmarks/groups_bench.py --split val --seeds 0-29 --variant "previous:every_around=false"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory
+
+from maskgate.bundle import load_bundle, split_heads
+from maskgate.classifier import Classifier
+from maskgate.config import Settings
+from maskgate.detector import FaceDetector
+from maskgate.events import FrameResult
+from maskgate.outputs import Outputs
+from maskgate.pipeline import Pipeline, detector_settings
+from maskgate.synthetic import SyntheticDoor
+
+W, H = 640, 480
+
+
+def value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """'name:key=value,...' with [detector] keys by name (the pipeline benchmark's form)."""
+    name, _, body = spec.partition(":")
+    changes = {}
+    for item in filter(None, body.split(",")):
+        key, _, val = item.partition("=")
+        changes[key.strip()] = value(val.strip())
+    return name, changes
+
+
+def with_changes(s: Settings, changes: dict[str, Any]) -> Settings:
+    for key, val in changes.items():
+        section, _, name = key.rpartition(".")
+        section = section or "detector"
+        s = dataclasses.replace(s, **{section: dataclasses.replace(getattr(s, section), **{name: val})})
+    return s
+
+
+def seeds(text: str) -> list[int]:
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo), int(hi) + 1)) if hi else [int(v) for v in text.split(",")]
+
+
+def run(s: Settings, door: SyntheticDoor, det: FaceDetector, clf: Classifier) -> tuple[list[FrameResult], float]:
+    results: list[FrameResult] = []
+    out = Outputs(s.outputs, MockFactory(), mode=s.decision.mode)
+    p = Pipeline(s, door, det, clf, out, observers=[results.append])
+    t = time.process_time()
+    try:
+        p.run()
+    finally:
+        out.close()
+    return results, time.process_time() - t
+
+
+def score(door: SyntheticDoor, results: list[FrameResult], into: dict[str, float]) -> None:
+    for r in results:
+        f = door.frame(r.frame)
+        truth = [t for t in (f.truth or ()) if t.box[2] >= 60 and t.box[0] > 0 and t.box[0] + t.box[2] < W] if f else []
+        for t in truth:
+            x, y, w, h = t.box
+            into["person-frames"] += 1
+            into["seen"] += any(x <= b.box[0] + b.box[2] / 2 < x + w and y <= b.box[1] + b.box[3] / 2 < y + h
+                                for b in r.faces)
+        if r.decision.trigger == "open" and any(t.label != "with_mask" for t in truth):
+            into["opened beside a bare face (frames)"] += 1
+    for v in door.visits_until(0):
+        trig = [r.decision.trigger for r in results if v.start <= r.frame < v.end and r.decision.trigger]
+        if all(p.label == "with_mask" for p in v.people):
+            into["masked-only visits"] += 1
+            into["opened"] += "open" in trig
+        else:
+            into["visits with a bare face"] += 1
+            into["alarmed"] += "alarm" in trig
+            into["opened at some point"] += "open" in trig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    shared = Path(os.environ.get("MASKGATE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+    ap.add_argument("--faces", type=Path, default=shared / "data" / "faces")
+    ap.add_argument("--detector-model", type=Path, default=shared / "models" / "face_detection_yunet_2023mar.onnx")
+    ap.add_argument("--split", default="test", help="which held-out faces: test (report) or val (tuning)")
+    ap.add_argument("--seeds", default="0-29", help="'0-29' or '1,5,7'")
+    ap.add_argument("--visits", type=int, default=8, help="visits per seed")
+    ap.add_argument("--people", type=int, default=3, help="at most this many people per visit")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...")
+    args = ap.parse_args()
+    heads = split_heads(load_bundle(None), args.split)
+    base = Settings()
+    variants = [("default", {})] + [variant(v) for v in args.variant]
+    det = FaceDetector(detector_settings(base), args.detector_model)
+    clf = Classifier()
+    keys = ["masked-only visits", "opened", "visits with a bare face", "alarmed", "opened at some point",
+            "opened beside a bare face (frames)", "person-frames", "seen"]
+    totals = {name: dict.fromkeys(keys, 0.0) | {"cpu": 0.0, "frames": 0.0} for name, _ in variants}
+    for seed in seeds(args.seeds):
+        for name, changes in variants:
+            door = SyntheticDoor(args.faces, W, H, 10, people=args.people, seed=seed, visits=args.visits,
+                                 realtime=False, start_wall=0.0, heads=heads)
+            door.open()
+            try:
+                results, cpu = run(with_changes(base, changes), door, det, clf)
+                score(door, results, totals[name])
+            finally:
+                door.close()
+            totals[name]["cpu"] += cpu
+            totals[name]["frames"] += len(results)
+        print(f"  seed {seed} done", flush=True)
+    print(f"{args.split} faces, seeds {args.seeds}, {args.visits} visits each, 1 to {args.people} people per visit, "
+          f"{W}x{H} at 10 fps")
+    for name, t in totals.items():
+        print(f"{name}: {1000 * t['cpu'] / max(t['frames'], 1):.2f} ms/frame; masked-only visits opened "
+              f"{t['opened']:.0f}/{t['masked-only visits']:.0f}; visits with a bare face alarmed "
+              f"{t['alarmed']:.0f}/{t['visits with a bare face']:.0f} (opened at some point "
+              f"{t['opened at some point']:.0f}); opened beside a bare face in view: "
+              f"{t['opened beside a bare face (frames)']:.0f} frames; people in view with a box: "
+              f"{t['seen']:.0f}/{t['person-frames']:.0f} = {t['seen'] / max(t['person-frames'], 1):.3f}")
+
+
+if __name__ == "__main__":
+    main()
