@@ -23,7 +23,7 @@ from maskgate.imageio import read_bgr
 from maskgate.outputs import Outputs
 from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.scenes import load_scenes
-from maskgate.sources import FrameList, FrameSource, ReplaySource
+from maskgate.sources import Frame, FrameList, FrameSource, ReplaySource
 from maskgate.synthetic import SyntheticDoor
 from maskgate.tracker import Observation, Track, iou
 
@@ -99,6 +99,16 @@ def door(faces_dir: Path, script: list[list[str]], **kw: Any) -> SyntheticDoor:
     """Short visits on 480x360 frames keep the suite fast; the benchmark uses 640x480."""
     return SyntheticDoor(faces_dir, W, H, 10, script=script, images=SYNTH_FACES, realtime=False,
                          start_wall=0.0, enter_s=0.8, stand_s=1.5, leave_s=0.8, gap_s=0.6, **kw)
+
+
+def standing(faces_dir: Path) -> tuple[SyntheticDoor, Frame]:
+    """A one-visit door (opened) and the frame of its masked person standing in the doorway."""
+    src = door(faces_dir, [["with_mask"]], seed=2)
+    src.open()
+    p = src.visits_until(0)[0].people[0]
+    frame = src.frame(p.start + p.enter + p.stand // 2)
+    assert frame is not None and frame.truth
+    return src, frame
 
 
 def truth_at(src: SyntheticDoor, index: int) -> tuple:
@@ -546,12 +556,7 @@ def test_motion_gate_skips_searching_a_static_empty_doorway(tmp_path: Path, dete
 def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir: Path, detector: FaceDetector,
                                                       classifier: Classifier) -> None:
     import cv2
-    src = door(faces_dir, [["with_mask"]], seed=2)
-    src.open()
-    v = src.visits_until(0)[0]
-    p = v.people[0]
-    frame = src.frame(p.start + p.enter + p.stand // 2)
-    assert frame is not None and frame.truth
+    _, frame = standing(faces_dir)
     img = tmp_path / "standing.png"
     cv2.imwrite(str(img), frame.image)
     s = settings()
@@ -567,11 +572,7 @@ def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir:
 def test_every_around_searches_around_a_standing_person_and_still_finds_newcomers(
         tmp_path: Path, faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
     import cv2
-    src = door(faces_dir, [["with_mask"]], seed=2)
-    src.open()
-    p = src.visits_until(0)[0].people[0]
-    frame = src.frame(p.start + p.enter + p.stand // 2)
-    assert frame is not None and frame.truth
+    _, frame = standing(faces_dir)
     x, y, w, h = frame.truth[0].box
     img = tmp_path / "standing.png"
     cv2.imwrite(str(img), frame.image)
@@ -648,11 +649,7 @@ def test_a_verdict_that_turns_a_face_round_gets_a_second_look(scenes_dir: Path, 
 
 def test_a_search_after_motion_covers_only_where_the_frame_changed(faces_dir: Path, detector: FaceDetector,
                                                                    classifier: Classifier) -> None:
-    src = door(faces_dir, [["with_mask"]], seed=2)
-    src.open()
-    p = src.visits_until(0)[0].people[0]
-    frame = src.frame(p.start + p.enter + p.stand // 2)
-    assert frame is not None and frame.truth
+    src, frame = standing(faces_dir)
     x, y, w, h = frame.truth[0].box
     searches = Searches(detector)
     pipe = Pipeline(settings(), src, searches, classifier, Outputs(Settings().outputs, MockFactory()))  # type: ignore[arg-type]
