@@ -17,13 +17,11 @@ shipped bundle, heads cut around the face the build located), it prints:
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 from gpiozero.pins.mock import MockFactory
+from pipeline_bench import SHARED, _value, variant
 
 from maskgate.bundle import load_bundle, split_heads
 from maskgate.classifier import Classifier
@@ -35,36 +33,6 @@ from maskgate.pipeline import Pipeline, detector_settings
 from maskgate.synthetic import SyntheticDoor
 
 W, H = 640, 480
-
-
-def value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """'name:key=value,...' with [detector] keys by name (the pipeline benchmark's form)."""
-    name, _, body = spec.partition(":")
-    changes = {}
-    for item in filter(None, body.split(",")):
-        key, _, val = item.partition("=")
-        changes[key.strip()] = value(val.strip())
-    return name, changes
-
-
-def with_changes(s: Settings, changes: dict[str, Any]) -> Settings:
-    for key, val in changes.items():
-        section, _, name = key.rpartition(".")
-        section = section or "detector"
-        s = dataclasses.replace(s, **{section: dataclasses.replace(getattr(s, section), **{name: val})})
-    return s
 
 
 def seeds(text: str) -> list[int]:
@@ -108,9 +76,9 @@ def score(door: SyntheticDoor, results: list[FrameResult], into: dict[str, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    shared = Path(os.environ.get("MASKGATE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-    ap.add_argument("--faces", type=Path, default=shared / "data" / "faces")
-    ap.add_argument("--detector-model", type=Path, default=shared / "models" / "face_detection_yunet_2023mar.onnx")
+    ap.add_argument("--faces", type=Path, default=SHARED / "data" / "faces")
+    ap.add_argument("--detector-model", type=Path, default=SHARED / "models",
+                    help="YuNet .onnx or the folder holding it (default $MASKGATE_SHARED/models)")
     ap.add_argument("--split", default="test", help="which held-out faces: test (report) or val (tuning)")
     ap.add_argument("--seeds", default="0-29", help="'0-29' or '1,5,7'")
     ap.add_argument("--visits", type=int, default=8, help="visits per seed")
@@ -118,20 +86,22 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...")
     args = ap.parse_args()
     heads = split_heads(load_bundle(None), args.split)
-    base = Settings()
-    variants = [("default", {})] + [variant(v) for v in args.variant]
-    det = FaceDetector(detector_settings(base), args.detector_model)
+    variants: list[tuple[str, Settings]] = [("default", variant())]
+    for spec in args.variant:  # the pipeline benchmark's form: plain keys are [detector] keys
+        name, _, kv = spec.partition(":")
+        variants.append((name, variant(**{k: _value(v) for k, v in (x.split("=") for x in kv.split(",") if x)})))
+    det = FaceDetector(detector_settings(variants[0][1]), args.detector_model)
     clf = Classifier()
     keys = ["masked-only visits", "opened", "visits with a bare face", "alarmed", "opened at some point",
             "opened beside a bare face (frames)", "person-frames", "seen"]
     totals = {name: dict.fromkeys(keys, 0.0) | {"cpu": 0.0, "frames": 0.0} for name, _ in variants}
     for seed in seeds(args.seeds):
-        for name, changes in variants:
+        for name, settings in variants:
             door = SyntheticDoor(args.faces, W, H, 10, people=args.people, seed=seed, visits=args.visits,
                                  realtime=False, start_wall=0.0, heads=heads)
             door.open()
             try:
-                results, cpu = run(with_changes(base, changes), door, det, clf)
+                results, cpu = run(settings, door, det, clf)
                 score(door, results, totals[name])
             finally:
                 door.close()

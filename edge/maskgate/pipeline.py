@@ -628,7 +628,7 @@ class Pipeline:
             obs = self.refine(img, obs, again)
             self.stats.stage("refine", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
-            self.cadence.search_next(around=[tr.predict(ts) for tr in followed])
+            self.cadence.search_next(around=expected)  # around the followed faces (with every_around)
         t = time.perf_counter()
         tracks = self.tracker.update(ts, obs)
         if work == DETECT:  # templates come from the detector's boxes only
