@@ -71,6 +71,8 @@ def test_partial_config_keeps_defaults(tmp_path: Path) -> None:
     ('[schedule]\ntimezone = "Mars/Olympus"\n', "schedule.timezone: unknown time zone"),
     ('[schedule]\nhours = ["8-20"]\n', "schedule.hours: '8-20' is not HH:MM-HH:MM"),
     ('[decision]\nwindow = 3\nvotes = 4\n', "decision.votes: must not exceed decision.window (3) (got 4)"),
+    ('[detector]\nscore_threshold = 0.3\ntrack_threshold = 0.5\n',
+     "detector.track_threshold: must not exceed detector.score_threshold (0.3) (got 0.5)"),
     ('[outputs]\nrelay_pulse = 20.0\nrelay_max_on = 10.0\n', "outputs.relay_pulse: must not exceed"),
     ('[outputs.pins]\nred = 17\n', "outputs.pins.red: pin already used by outputs.pins.green (got 17)"),
     ('outputs = 3\n', "outputs: must be a table (got 3)"),

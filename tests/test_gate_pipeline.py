@@ -227,10 +227,10 @@ class HaloDetector:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def detect(self, frame_bgr: Any, *, full_size: bool = False) -> list[Face]:
+    def detect(self, frame_bgr: Any, *, full_size: bool = False, keep_low: bool = False) -> list[Face]:
         h, w = frame_bgr.shape[:2]
         out = []
-        for f in self.inner.detect(frame_bgr, full_size=full_size):
+        for f in self.inner.detect(frame_bgr, full_size=full_size, keep_low=keep_low):
             x, y, bw, bh = f.box
             x0, y0 = max(0, x - bw // 4), max(0, y - bh * 2 // 3)
             x1, y1 = min(w, x + bw + bw // 4), min(h, y + bh + bh * 2 // 3)
@@ -497,11 +497,11 @@ class Searches:
         """Per processed frame: the (height, width) of each search."""
         self._current: list[tuple[int, int]] = []
 
-    def detect(self, img: Any, *, full_size: bool = False) -> Any:
+    def detect(self, img: Any, *, full_size: bool = False, keep_low: bool = False) -> Any:
         self.calls += 1
         self.sizes.append((img.shape[:2], full_size))
         self._current.append(img.shape[:2])
-        return self.det.detect(img, full_size=full_size)
+        return self.det.detect(img, full_size=full_size, keep_low=keep_low)
 
     def __call__(self, res: FrameResult) -> None:
         self.per_frame.append(self.calls)
@@ -706,3 +706,45 @@ def test_the_detector_drops_a_box_decoded_to_infinity(faces_dir: Path, yunet_pat
     bad[0, 14] = 0.99
     det._run = lambda frame: np.vstack([real(frame), bad])  # type: ignore[method-assign]
     assert det.detect(img, full_size=True) == found
+
+
+def test_a_tracked_face_is_kept_when_its_detector_score_dips_and_a_weak_box_starts_nothing(
+        tmp_path: Path, faces_dir: Path, yunet_path: Path, classifier: Classifier) -> None:
+    """``detector.track_threshold``: under ``score_threshold``, a box counts only where it overlaps a
+    face the gate tracks. The same masked face, clear and then grainy (sensor noise, as in dim light:
+    YuNet's score falls under the threshold, the classifier still sees the mask), replayed with a
+    search of the whole frame at full size on every frame."""
+    import cv2
+    import numpy as np
+    _, frame = standing(faces_dir)
+    x, y, w, h = frame.truth[0].box
+    clear = frame.image
+    noisy = clear.astype(np.float32)
+    noisy[y:y + h, x:x + w] += np.random.default_rng(0).normal(0, 30, (h, w, 3))
+    grainy = noisy.clip(0, 255).astype(np.uint8)
+    probe = FaceDetector(dataclasses.replace(detector_settings(Settings()), track_threshold=0.01), yunet_path)
+
+    def score(img: Any) -> float:
+        return max((f.score for f in probe.detect(img, keep_low=True, full_size=True)
+                    if iou(f.box, (x, y, w, h)) > 0.2), default=0.0)
+
+    s0 = Settings().detector.score_threshold
+    assert score(clear) > s0 + 0.2 and 0.15 < score(grainy) < s0, (score(clear), score(grainy))
+    paths = []
+    for name, img in (("clear", clear), ("grainy", grainy)):
+        paths.append(tmp_path / f"{name}.png")
+        cv2.imwrite(str(paths[-1]), img)
+
+    def replay(images: list[Path], hold: int, track_threshold: float) -> Run:
+        s = settings(detector={"every": 1, "every_around": False, "face_px": 0, "track_threshold": track_threshold})
+        return run(s, ReplaySource(images, 10, hold=hold, realtime=False),
+                   FaceDetector(detector_settings(s), yunet_path), classifier)
+
+    kept = replay(paths, 10, 0.1)
+    assert all(len(r.faces) == 1 and r.faces[0].label == "with_mask" for r in kept.results), [
+        [(f.label, f.score) for f in r.faces] for r in kept.results]
+    assert len({r.faces[0].track for r in kept.results}) == 1  # one person, followed throughout
+    off = replay(paths, 10, s0)  # track_threshold = score_threshold: off
+    assert [len(r.faces) for r in off.results] == [1] * 10 + [0] * 10
+    alone = replay(paths[1:], 20, 0.1)  # the grainy face alone: a weak box never starts a track
+    assert all(not r.faces and r.decision.state == "idle" for r in alone.results)

@@ -145,6 +145,11 @@ class DetectorConfig:
 
     model: str = _opt("", "YuNet .onnx path; empty: the model cache, downloaded once if missing")
     score_threshold: float = _opt(0.3, "detector score threshold", _range(0.0, 1.0, lo_open=True))
+    track_threshold: float = _opt(0.15, "a box scoring this or more (but under score_threshold) counts only "
+                                        "where it overlaps a face the gate already tracks (by decision.track_iou): "
+                                        "a face once found is not lost when the detector's score dips; a new face "
+                                        "still needs score_threshold (equal to score_threshold: off)",
+                                  _range(0.0, 1.0, lo_open=True))
     nms_threshold: float = _opt(0.3, "detector non-maximum suppression threshold", _range(0.0, 1.0))
     max_side: int = _opt(640, "frames are downscaled to this longer side before detection",
                          _range(64, 4096))
@@ -465,6 +470,9 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
 
 def _cross_checks(s: Settings, problems: list[str]) -> None:
     d, o = s.decision, s.outputs
+    if s.detector.track_threshold > s.detector.score_threshold:
+        problems.append(f"detector.track_threshold: must not exceed detector.score_threshold "
+                        f"({s.detector.score_threshold}) (got {s.detector.track_threshold})")
     if d.votes > d.window:
         problems.append(f"decision.votes: must not exceed decision.window ({d.window}) (got {d.votes})")
     if o.relay_pulse > o.relay_max_on:

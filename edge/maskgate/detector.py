@@ -35,6 +35,9 @@ class Face:
 @dataclass(frozen=True)
 class DetectorSettings:
     score_threshold: float = 0.3
+    track_threshold: float | None = None
+    """With ``detect(keep_low=True)``, boxes scoring this or more are returned too (None: the same as
+    ``score_threshold``); the caller keeps them only where it already follows a face."""
     nms_threshold: float = 0.3
     top_k: int = 50
     max_side: int = 640
@@ -56,9 +59,10 @@ class FaceDetector:
                  model_path: str | Path | None = None, *, download: bool = True) -> None:
         self.settings = settings
         self.model_path = find_yunet(model_path, download=download)
+        self._floor = min(settings.score_threshold, settings.track_threshold or settings.score_threshold)
         try:
             self._net = cv2.FaceDetectorYN.create(
-                str(self.model_path), "", (320, 320), settings.score_threshold,
+                str(self.model_path), "", (320, 320), self._floor,
                 settings.nms_threshold, settings.top_k)
         except cv2.error as exc:
             raise ModelError(f"{self.model_path}: OpenCV cannot load the detector ({exc})") from exc
@@ -66,7 +70,8 @@ class FaceDetector:
 
     def __repr__(self) -> str:
         s = self.settings
-        return (f"<FaceDetector yunet threshold={s.score_threshold} upscale={s.upscale} "
+        low = f" track_threshold={s.track_threshold}" if self._floor < s.score_threshold else ""
+        return (f"<FaceDetector yunet threshold={s.score_threshold}{low} upscale={s.upscale} "
                 f"max_side={s.max_side} face_px={s.face_px}>")
 
     def scale_for(self, height: int, width: int, full_size: bool = False) -> float:
@@ -86,10 +91,12 @@ class FaceDetector:
         _, faces = self._net.detect(img)
         return faces if faces is not None else np.zeros((0, 15), np.float32)
 
-    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False) -> list[Face]:
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False) -> list[Face]:
         """Detect faces in a BGR frame; boxes are clipped integer pixels of that frame. ``full_size``:
-        no ``face_px`` downscale (for a small window around one face; ``max_side`` still applies)."""
+        no ``face_px`` downscale (for a small window around one face; ``max_side`` still applies).
+        ``keep_low``: also boxes scoring under ``score_threshold`` down to ``track_threshold``."""
         s = self.settings
+        floor = self._floor if keep_low else s.score_threshold
         h, w = frame_bgr.shape[:2]
         scale = self.scale_for(h, w, full_size)
         # bilinear is as good as area averaging for YuNet down to half size, and a quarter of the cost
@@ -104,12 +111,12 @@ class FaceDetector:
         scores: list[float] = []
         for faces, sc in rows:
             for f in faces:
-                if not np.isfinite(f[:4]).all() or not np.isfinite(f[14]):
+                if not np.isfinite(f[:4]).all() or not np.isfinite(f[14]) or f[14] < floor:
                     continue  # YuNet can decode a box to infinity on a small window; no face there
                 boxes.append([float(f[0]) / sc, float(f[1]) / sc, float(f[2]) / sc, float(f[3]) / sc])
                 scores.append(float(f[14]))
         if len(rows) > 1 and boxes:
-            keep = cv2.dnn.NMSBoxes(boxes, scores, s.score_threshold, s.nms_threshold)
+            keep = cv2.dnn.NMSBoxes(boxes, scores, floor, s.nms_threshold)
             idx = [int(i) for i in np.array(keep).reshape(-1)]
         else:
             idx = list(range(len(boxes)))

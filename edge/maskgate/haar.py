@@ -50,9 +50,10 @@ class HaarFaceDetector:
         s = self.settings
         return f"<HaarFaceDetector {self.path.name} max_side={s.max_side} min_face={s.min_face}>"
 
-    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False) -> list[Face]:
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False) -> list[Face]:
         """Faces as clipped integer boxes of the frame; Haar gives no score, so each scores 1.0.
-        ``full_size`` changes nothing: only ``max_side`` shrinks a Haar search (no ``face_px``)."""
+        ``full_size`` changes nothing: only ``max_side`` shrinks a Haar search (no ``face_px``); nor
+        does ``keep_low`` (there are no low scores)."""
         s = self.settings
         h, w = frame_bgr.shape[:2]
         scale = min(1.0, s.max_side / max(h, w))

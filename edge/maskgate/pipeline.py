@@ -45,7 +45,8 @@ SIZE_CHANGE_FRAMES = 3
 
 def detector_settings(s: Settings) -> DetectorSettings:
     d = s.detector
-    return DetectorSettings(score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
+    return DetectorSettings(score_threshold=d.score_threshold, track_threshold=d.track_threshold,
+                            nms_threshold=d.nms_threshold,
                             max_side=d.max_side, upscale=d.upscale, min_face=d.min_face, face_px=d.face_px)
 
 
@@ -450,10 +451,12 @@ class Pipeline:
         self._publish(FrameResult(-1, wall, (), decision, self.outputs.snapshot()))
         self.last_decision = decision
 
-    def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None) -> list[Face]:
+    def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None, *,
+               keep_low: bool = False) -> list[Face]:
         """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched,
         and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there, at full
-        size (no ``face_px`` downscale) when ``detector.moving_full_size`` is on."""
+        size (no ``face_px`` downscale) when ``detector.moving_full_size`` is on. ``keep_low``: boxes
+        down to ``detector.track_threshold`` too (see :meth:`keep_tracked`)."""
         h, w = img.shape[:2]
         r = roi_pixels(self.settings.detector.roi, w, h)
         mx, my = int(0.1 * w), int(0.1 * h)
@@ -469,9 +472,9 @@ class Pipeline:
                 # someone may be walking in: the full-size picture finds a moving face a frame or two sooner
                 full = self.settings.detector.moving_full_size
         if (x0, y0, x1, y1) == (0, 0, w, h):
-            faces = self.detector.detect(img, full_size=full)
+            faces = self.detector.detect(img, full_size=full, keep_low=keep_low)
         else:
-            faces = self.detector.detect(img[y0:y1, x0:x1], full_size=full)
+            faces = self.detector.detect(img[y0:y1, x0:x1], full_size=full, keep_low=keep_low)
         out = []
         for f in faces:
             box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
@@ -479,7 +482,8 @@ class Pipeline:
                 out.append(Face(box, f.score))
         return out
 
-    def detect_windows(self, img: np.ndarray, windows: list[tuple[int, int, int, int]]) -> list[Face]:
+    def detect_windows(self, img: np.ndarray, windows: list[tuple[int, int, int, int]], *,
+                       keep_low: bool = False) -> list[Face]:
         """Faces found at full size inside each window (x0, y0, x1, y1) whose centre lies in the doorway
         region, without duplicates where windows overlap."""
         h, w = img.shape[:2]
@@ -489,11 +493,25 @@ class Pipeline:
             x0, y0, x1, y1 = max(0, wx0), max(0, wy0), min(w, wx1), min(h, wy1)
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
-            for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True):
+            for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True, keep_low=keep_low):
                 box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
                 if in_roi(box, r) and all(iou(box, o.box) < 0.5 for o in out):
                     out.append(Face(box, f.score))
         return out
+
+    def keep_tracked(self, faces: list[Face], ts: float) -> list[Face]:
+        """The faces scoring ``detector.score_threshold`` or more, and those scoring less (found with
+        ``keep_low``) that overlap a tracked face's predicted box by ``decision.track_iou``.
+
+        A face the gate already follows keeps being found when YuNet's confidence in it dips under the
+        threshold for a few frames (a turned head, a mask that hides the landmarks YuNet scores on),
+        so its votes go on; a low box alone never starts a track (hysteresis, as in ByteTrack)."""
+        s = self.settings
+        if s.detector.track_threshold >= s.detector.score_threshold:
+            return faces
+        expected = [t.predict(ts) for t in self.tracker.tracks]
+        return [f for f in faces if f.score >= s.detector.score_threshold
+                or any(iou(f.box, b) >= s.decision.track_iou for b in expected)]
 
     def follow(self, img: np.ndarray, ts: float, tracks: list[Track]) -> tuple[list[Face], bool]:
         """Find each followed face again near its predicted place (``FaceFollower``).
@@ -552,7 +570,7 @@ class Pipeline:
             x0, y0 = max(0, x - bw // 2), max(0, y - bh // 2)
             x1, y1 = min(w, x + bw + bw // 2), min(h, y + bh + bh // 2)
             boxes = [(f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
-                     for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True)]
+                     for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True, keep_low=True)]
             best = max(boxes, key=lambda b: iou(b, o.box), default=None)
             if best is None or iou(best, o.box) < REFINE_IOU:
                 out.append(o)
@@ -610,8 +628,11 @@ class Pipeline:
         self.stats.stage("motion", time.perf_counter() - t)
         if work == DETECT:
             t = time.perf_counter()
-            found = (self.detect_windows(img, self.cadence.windows) if self.cadence.windows
-                     else self.detect(img, self.cadence.region))
+            low = bool(self.tracker.tracks) and s.detector.track_threshold < s.detector.score_threshold
+            found = (self.detect_windows(img, self.cadence.windows, keep_low=low) if self.cadence.windows
+                     else self.detect(img, self.cadence.region, keep_low=low))
+            if low:
+                found = self.keep_tracked(found, ts)
             self.stats.stage("detect", time.perf_counter() - t)
         elif work == FOLLOW:
             t = time.perf_counter()
