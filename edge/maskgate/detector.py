@@ -111,8 +111,10 @@ class FaceDetector:
         scores: list[float] = []
         for faces, sc in rows:
             for f in faces:
-                if not np.isfinite(f[:4]).all() or not np.isfinite(f[14]) or f[14] < floor:
+                if not np.isfinite(f[:4]).all() or not np.isfinite(f[14]):
                     continue  # YuNet can decode a box to infinity on a small window; no face there
+                if f[14] < floor:
+                    continue
                 boxes.append([float(f[0]) / sc, float(f[1]) / sc, float(f[2]) / sc, float(f[3]) / sc])
                 scores.append(float(f[14]))
         if len(rows) > 1 and boxes:
