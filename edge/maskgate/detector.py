@@ -59,7 +59,9 @@ class FaceDetector:
                  model_path: str | Path | None = None, *, download: bool = True) -> None:
         self.settings = settings
         self.model_path = find_yunet(model_path, download=download)
-        self._floor = min(settings.score_threshold, settings.track_threshold or settings.score_threshold)
+        self._floor = (settings.score_threshold if settings.track_threshold is None
+                       else min(settings.score_threshold, settings.track_threshold))
+        """The lowest score YuNet returns: ``detect(keep_low=True)`` keeps boxes down to it."""
         try:
             self._net = cv2.FaceDetectorYN.create(
                 str(self.model_path), "", (320, 320), self._floor,

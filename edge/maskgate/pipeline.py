@@ -507,8 +507,6 @@ class Pipeline:
         threshold for a few frames (a turned head, a mask that hides the landmarks YuNet scores on),
         so its votes go on; a low box alone never starts a track (hysteresis, as in ByteTrack)."""
         s = self.settings
-        if s.detector.track_threshold >= s.detector.score_threshold:
-            return faces
         expected = [t.predict(ts) for t in self.tracker.tracks]
         return [f for f in faces if f.score >= s.detector.score_threshold
                 or any(iou(f.box, b) >= s.decision.track_iou for b in expected)]
