@@ -6,7 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from maskgate.config import DecisionSettings, ScheduleSettings
-from maskgate.decider import Decider, Decision, plan, unsure
+from maskgate.decider import VETO_DETAIL, Decider, Decision, plan, unsure
 from maskgate.schedule import Schedule
 from maskgate.tracker import Observation, Tracker, iou, nested, one_per_face
 
@@ -121,6 +121,28 @@ def test_every_face_must_be_masked_and_one_bare_face_denies() -> None:
     d2 = Door()
     out2 = d2.run(4, (BOX, "with_mask", 0.95), (other, "with_mask", 0.6))
     assert all(x.state != "allow" for x in out2)
+
+
+def test_a_small_bare_face_makes_the_door_wait_instead_of_opening() -> None:
+    """``vetoes``: verdicts of faces too small to be tracked, judged on a searched frame. They only
+    stop an opening: no alarm, no deny, and nothing when nobody at the door is allowed."""
+    d = Door()
+    masked = (BOX, "with_mask", 0.95)
+    tracks = d.tracker.update(0.0, [Observation(*masked)])
+    for k in (1, 2):
+        tracks = d.tracker.update(k / FPS, [Observation(*masked)])
+    held = d.decider.decide(0.2, tracks, 0.0, vetoes=("without_mask",))
+    assert (held.state, held.trigger, held.confirm, held.detail) == ("checking", None, True, VETO_DETAIL)
+    assert plan(held) == plan(Decision(0.2, "checking"))  # no light, no buzzer, no relay
+    opened = d.decider.decide(0.2, tracks, 0.0)
+    assert (opened.state, opened.trigger, opened.detail) == ("allow", "open", None)
+    # after the door opened (cooldown), a small bare face changes nothing
+    assert d.decider.decide(0.3, tracks, 0.0, vetoes=("without_mask",)).state == "allow"
+    # a bare person at the door is denied with the alarm as before
+    d2 = Door()
+    out = d2.run(3, (BOX, "without_mask", 0.95))
+    assert d2.decider.decide(0.3, d2.tracker.tracks, 0.0, vetoes=("incorrect_mask",)).state == "deny"
+    assert out[2].trigger == "alarm"
 
 
 def test_cooldown_follows_frame_time() -> None:

@@ -14,6 +14,7 @@ from conftest import SYNTH_FACES
 from maskgate import cli
 from maskgate.classifier import Classifier
 from maskgate.config import DEFAULT_PINS, Settings
+from maskgate.decider import VETO_DETAIL
 from maskgate.detector import Face, FaceDetector
 from maskgate.errors import ModelError
 from maskgate.events import DecisionEvent, DecisionEvents, FrameResult
@@ -227,10 +228,11 @@ class HaloDetector:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def detect(self, frame_bgr: Any, *, full_size: bool = False, keep_low: bool = False) -> list[Face]:
+    def detect(self, frame_bgr: Any, *, full_size: bool = False, keep_low: bool = False,
+               narrowest: int | None = None) -> list[Face]:
         h, w = frame_bgr.shape[:2]
         out = []
-        for f in self.inner.detect(frame_bgr, full_size=full_size, keep_low=keep_low):
+        for f in self.inner.detect(frame_bgr, full_size=full_size, keep_low=keep_low, narrowest=narrowest):
             x, y, bw, bh = f.box
             x0, y0 = max(0, x - bw // 4), max(0, y - bh * 2 // 3)
             x1, y1 = min(w, x + bw + bw // 4), min(h, y + bh + bh * 2 // 3)
@@ -497,11 +499,11 @@ class Searches:
         """Per processed frame: the (height, width) of each search."""
         self._current: list[tuple[int, int]] = []
 
-    def detect(self, img: Any, *, full_size: bool = False, keep_low: bool = False) -> Any:
+    def detect(self, img: Any, *, full_size: bool = False, keep_low: bool = False, narrowest: int | None = None) -> Any:
         self.calls += 1
         self.sizes.append((img.shape[:2], full_size))
         self._current.append(img.shape[:2])
-        return self.det.detect(img, full_size=full_size, keep_low=keep_low)
+        return self.det.detect(img, full_size=full_size, keep_low=keep_low, narrowest=narrowest)
 
     def __call__(self, res: FrameResult) -> None:
         self.per_frame.append(self.calls)
@@ -748,3 +750,39 @@ def test_a_tracked_face_is_kept_when_its_detector_score_dips_and_a_weak_box_star
     assert [len(r.faces) for r in off.results] == [1] * 10 + [0] * 10
     alone = replay(paths[1:], 20, 0.1)  # the grainy face alone: a weak box never starts a track
     assert all(not r.faces and r.decision.state == "idle" for r in alone.results)
+
+
+def test_a_bare_face_under_min_face_beside_a_masked_one_keeps_the_door_shut(
+        tmp_path: Path, faces_dir: Path, yunet_path: Path, classifier: Classifier) -> None:
+    """``detector.veto_face``: a bare face narrower than ``min_face`` (a step behind, a child, or a
+    loosely framed face) beside a masked person at the door. With the defaults the door waits (no
+    relay, no alarm: the small face is not tracked, only judged on the searched frames); with the
+    key off the small face is ignored and the door opens, as it did before the key."""
+    import cv2
+    _, frame = standing(faces_dir)
+    img = frame.image.copy()
+    bare = cv2.resize(read_bgr(faces_dir / "without_mask" / "fm12k_09973.jpg"), (50, 50),
+                      interpolation=cv2.INTER_AREA)
+    img[120:170, 330:380] = bare
+    s = Settings()
+    probe = FaceDetector(detector_settings(s), yunet_path)
+    small = [f for f in probe.detect(img, narrowest=s.detector.veto_face) if f.box[0] > 300]
+    assert len(small) == 1 and s.detector.veto_face <= small[0].width < s.detector.min_face, small
+    assert classifier.classify_face(img, small[0].box).label == "without_mask"
+    assert not [f for f in probe.detect(img) if f.box[0] > 300]  # min_face alone drops it
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), img)
+
+    def replay(veto_face: int) -> Run:
+        s = settings(detector={"veto_face": veto_face})
+        return run(s, ReplaySource([path], 10, hold=30, realtime=False),
+                   FaceDetector(detector_settings(s), yunet_path), classifier)
+
+    shut = replay(s.detector.veto_face)
+    assert not shut.triggers() and not any(shut.pin("relay")) and not any(shut.pin("buzzer"))
+    assert all(r.decision.state == "checking" and r.decision.detail == VETO_DETAIL for r in shut.results[5:])
+    assert all(len(r.faces) == 1 and r.faces[0].label == "with_mask" for r in shut.results[5:])  # not tracked
+    assert shut.pipeline.stats.vetoes >= 20
+    opened = replay(s.detector.min_face)  # veto_face = min_face: off
+    assert opened.triggers() == ["open"] and any(opened.pin("relay"))
+    assert opened.pipeline.stats.vetoes == 0

@@ -4,7 +4,9 @@ Each track votes over its last ``window`` verdicts: ``votes`` masked votes allow
 bare or wrongly-worn votes deny it, and a full window with neither is ``uncertain`` (that band
 neither opens nor alarms). Low-score verdicts, faces the classifier only half-heartedly calls
 ``no_face``, and faces seen without colour (gray frames: not judged) are uncertain votes. The scene
-is allowed only when every track in the doorway is allowed; one denied track denies. An action
+is allowed only when every track in the doorway is allowed; one denied track denies, and a face too
+small to be tracked (under ``detector.min_face``) judged bare on the searched frame keeps the door
+waiting (``vetoes``). An action
 (``open`` the door, sound the ``alarm``) fires once per person and again only after ``cooldown``
 seconds of frame time. The door opens only on a frame whose whole
 doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
@@ -24,6 +26,9 @@ from .tracker import Track
 log = logging.getLogger(__name__)
 
 BAD_LABELS = ("without_mask", "incorrect_mask")
+
+VETO_DETAIL = "a smaller face in the doorway is not masked"
+"""Why the door waits when everyone at it is masked but a face too small to be tracked is not."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ class Decision:
     masked vote), and this frame's doorway was not searched."""
     detail: str | None = None
     """A fault's particulars in words, when its reason alone would mislead (a camera that delivers
-    frames, but without colour: ``no colour in the picture``)."""
+    frames, but without colour: ``no colour in the picture``); on ``checking``, why a door that would
+    open waits (:data:`VETO_DETAIL`)."""
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,12 @@ class Decider:
     def fault(self, ts: float, reason: str, wall: float, detail: str | None = None) -> Decision:
         return Decision(ts, "fault", reason, (), None, self.is_active(wall), self.settings.mode, detail=detail)
 
-    def decide(self, ts: float, tracks: list[Track], wall: float, *, searched: bool = True) -> Decision:
+    def decide(self, ts: float, tracks: list[Track], wall: float, *, searched: bool = True,
+               vetoes: tuple[str, ...] = ()) -> Decision:
         """The decision for a frame; ``searched`` says whether the whole doorway was searched for faces
-        on it (False on frames where only the tracked faces were followed)."""
+        on it (False on frames where only the tracked faces were followed). ``vetoes``: the verdicts
+        (bare or wrongly masked) of faces on this frame too small to be tracked (narrower than
+        ``detector.min_face``: a step behind, a child): the door that would open waits instead."""
         s = self.settings
         views = []
         states: list[tuple[Track, str, str | None]] = []
@@ -145,7 +154,7 @@ class Decider:
             if t.in_roi:
                 states.append((t, st, why))
         active = self.is_active(wall)
-        state, reason, trigger, confirm = "idle", None, None, False
+        state, reason, trigger, confirm, detail = "idle", None, None, False, None
         if states:
             denied = [(t, why) for t, st, why in states if st == "deny"]
             if denied:
@@ -162,6 +171,8 @@ class Decider:
                 if active and any(self._ready(t, "open", ts) for t, _, _ in states):
                     if not searched:
                         state, confirm = "checking", True
+                    elif vetoes:  # everyone at the door is masked, but a smaller face in the doorway is not
+                        state, confirm, detail = "checking", True, VETO_DETAIL
                     else:
                         trigger = "open"
                         for t, _, _ in states:
@@ -175,7 +186,7 @@ class Decider:
                     for t, st, _ in states) and any(self._ready(t, "open", ts) for t, _, _ in states)
             else:
                 state = "uncertain"
-        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode, confirm)
+        return Decision(ts, state, reason, tuple(views), trigger, active, s.mode, confirm, detail)
 
     def _ready(self, track: Track, action: str, ts: float) -> bool:
         last = track.triggered.get(action)

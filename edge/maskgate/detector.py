@@ -93,11 +93,14 @@ class FaceDetector:
         _, faces = self._net.detect(img)
         return faces if faces is not None else np.zeros((0, 15), np.float32)
 
-    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False) -> list[Face]:
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False,
+               narrowest: int | None = None) -> list[Face]:
         """Detect faces in a BGR frame; boxes are clipped integer pixels of that frame. ``full_size``:
         no ``face_px`` downscale (for a small window around one face; ``max_side`` still applies).
-        ``keep_low``: also boxes scoring under ``score_threshold`` down to ``track_threshold``."""
+        ``keep_low``: also boxes scoring under ``score_threshold`` down to ``track_threshold``.
+        ``narrowest``: keep boxes down to this width instead of ``min_face`` (the scale stays)."""
         s = self.settings
+        narrow = s.min_face if narrowest is None else narrowest
         floor = self._floor if keep_low else s.score_threshold
         h, w = frame_bgr.shape[:2]
         scale = self.scale_for(h, w, full_size)
@@ -129,7 +132,7 @@ class FaceDetector:
             x, y, bw, bh = boxes[i]
             x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
             x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
-            if x1 - x0 < max(2, s.min_face) or y1 - y0 < 2:
+            if x1 - x0 < max(2, narrow) or y1 - y0 < 2:
                 continue
             out.append(Face((x0, y0, x1 - x0, y1 - y0), scores[i]))
         out.sort(key=lambda f: -f.score)

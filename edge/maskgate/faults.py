@@ -535,8 +535,10 @@ class FaultyDetector(_FaultyStage):
 
     stage = "detection"
 
-    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False) -> Any:
-        return self._call(lambda: self.inner.detect(frame_bgr, full_size=full_size, keep_low=keep_low), "detect")
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False,
+               narrowest: int | None = None) -> Any:
+        return self._call(lambda: self.inner.detect(frame_bgr, full_size=full_size, keep_low=keep_low,
+                                                    narrowest=narrowest), "detect")
 
 
 class FaultyClassifier(_FaultyStage):

@@ -50,24 +50,27 @@ class HaarFaceDetector:
         s = self.settings
         return f"<HaarFaceDetector {self.path.name} max_side={s.max_side} min_face={s.min_face}>"
 
-    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False) -> list[Face]:
+    def detect(self, frame_bgr: np.ndarray, *, full_size: bool = False, keep_low: bool = False,
+               narrowest: int | None = None) -> list[Face]:
         """Faces as clipped integer boxes of the frame; Haar gives no score, so each scores 1.0.
         ``full_size`` changes nothing: only ``max_side`` shrinks a Haar search (no ``face_px``); nor
-        does ``keep_low`` (there are no low scores)."""
+        does ``keep_low`` (there are no low scores). ``narrowest``: keep boxes down to this width
+        instead of ``min_face``."""
         s = self.settings
+        narrow = s.min_face if narrowest is None else narrowest
         h, w = frame_bgr.shape[:2]
         scale = min(1.0, s.max_side / max(h, w))
         gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
         if scale < 1.0:
             gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        min_side = max(20, int(s.min_face * scale))
+        min_side = max(20, int(narrow * scale))
         rects = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                                                minSize=(min_side, min_side))
         out = []
         for x, y, bw, bh in rects:
             x0, y0 = max(0, round(x / scale)), max(0, round(y / scale))
             x1, y1 = min(w, round((x + bw) / scale)), min(h, round((y + bh) / scale))
-            if x1 - x0 >= max(2, s.min_face) and y1 - y0 >= 2:
+            if x1 - x0 >= max(2, narrow) and y1 - y0 >= 2:
                 out.append(Face((int(x0), int(y0), int(x1 - x0), int(y1 - y0)), 1.0))
         out.sort(key=lambda f: -f.box[2])
         return out

@@ -111,6 +111,8 @@ def render(board: StatusBoard) -> str:
          "anyone; a long run is a camera fault", snap["colourless_frames"]),
         ("maskgate_frame_size_changes_total", "times the camera's frame size changed and the gate followed it",
          snap["size_changes"]),
+        ("maskgate_door_vetoes_total", "searched frames on which the door would have opened but waited: a face "
+         "narrower than detector.min_face in the doorway was judged bare or wrongly masked", snap["vetoes"]),
         ("maskgate_relay_pulses_total", "door relay pulses started (door opened)", snap["relay_pulses"]),
         ("maskgate_camera_reconnects_total", "times the frame source was reopened after failing",
          snap["camera_reconnects"]),

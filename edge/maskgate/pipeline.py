@@ -24,7 +24,7 @@ from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
 from .crop import colourless, colourless_picture, dark_picture, face_input, picture_sample
-from .decider import Decider, Decision, plan, unsure
+from .decider import BAD_LABELS, VETO_DETAIL, Decider, Decision, plan, unsure
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, SourceError
 from .events import FaceEvent, FrameResult, Observer
@@ -34,7 +34,7 @@ from .imageio import to_bgr
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
-from .tracker import ALLOW_LABEL, Observation, Track, Tracker, iou, one_per_face
+from .tracker import ALLOW_LABEL, Observation, Track, Tracker, iou, nested, one_per_face
 
 log = logging.getLogger(__name__)
 
@@ -452,11 +452,12 @@ class Pipeline:
         self.last_decision = decision
 
     def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None, *,
-               keep_low: bool = False) -> list[Face]:
+               keep_low: bool = False, narrowest: int | None = None) -> list[Face]:
         """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched,
         and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there, at full
         size (no ``face_px`` downscale) when ``detector.moving_full_size`` is on. ``keep_low``: boxes
-        down to ``detector.track_threshold`` too (see :meth:`keep_tracked`)."""
+        down to ``detector.track_threshold`` too (see :meth:`keep_tracked`); ``narrowest``: boxes down
+        to this width too (see :meth:`judge_small`)."""
         h, w = img.shape[:2]
         r = roi_pixels(self.settings.detector.roi, w, h)
         mx, my = int(0.1 * w), int(0.1 * h)
@@ -472,9 +473,9 @@ class Pipeline:
                 # someone may be walking in: the full-size picture finds a moving face a frame or two sooner
                 full = self.settings.detector.moving_full_size
         if (x0, y0, x1, y1) == (0, 0, w, h):
-            faces = self.detector.detect(img, full_size=full, keep_low=keep_low)
+            faces = self.detector.detect(img, full_size=full, keep_low=keep_low, narrowest=narrowest)
         else:
-            faces = self.detector.detect(img[y0:y1, x0:x1], full_size=full, keep_low=keep_low)
+            faces = self.detector.detect(img[y0:y1, x0:x1], full_size=full, keep_low=keep_low, narrowest=narrowest)
         out = []
         for f in faces:
             box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
@@ -578,6 +579,29 @@ class Pipeline:
             out.append(o if v.label == "no_face" else dataclasses.replace(o, box=best, label=v.label, score=v.score))
         return out
 
+    def judge_small(self, img: np.ndarray, faces: list[Face], tracks: list[Track], ts: float) -> tuple[str, ...]:
+        """The bare or wrongly masked verdicts (at ``decision.bare_score`` or more) of the faces too small
+        to be tracked (``detector.veto_face`` wide up to ``min_face``) that this frame's search of the
+        whole doorway found: a person a step behind, or a child, whom the door must not let in beside a
+        masked one. A box nested in a tracked face's box is part of that face; faces without colour
+        are not judged."""
+        d = self.settings.decision
+        t = time.perf_counter()
+        here = [tr.box for tr in tracks if tr.last_ts == ts]
+        out = []
+        for f in faces:
+            if any(nested(f.box, b) for b in here):
+                continue
+            x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
+            if colourless(x, self.classifier.input_spec):
+                continue
+            v = self.classifier.classify(x)
+            self.stats.score(v.label, v.score)
+            if v.label in BAD_LABELS and v.score >= d.bare_score:
+                out.append(v.label)
+        self.stats.stage("veto", time.perf_counter() - t)
+        return tuple(out)
+
     def observe(self, img: np.ndarray, faces: list[Face]) -> list[Observation]:
         """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection,
         a face without colour an unjudged (uncertain) vote."""
@@ -624,11 +648,19 @@ class Pipeline:
         expected = [tr.predict(ts) for tr in followed] if s.detector.every_around else []
         work = self.cadence.plan(img, bool(followed), expected)
         self.stats.stage("motion", time.perf_counter() - t)
+        # the whole doorway is searched (not only around a change or around the followed faces)
+        whole = work == DETECT and self.cadence.region is None and not self.cadence.windows
+        small: list[Face] = []
         if work == DETECT:
             t = time.perf_counter()
             low = bool(self.tracker.tracks) and s.detector.track_threshold < s.detector.score_threshold
+            veto = whole and s.detector.veto_face < s.detector.min_face
             found = (self.detect_windows(img, self.cadence.windows, keep_low=low) if self.cadence.windows
-                     else self.detect(img, self.cadence.region, keep_low=low))
+                     else self.detect(img, self.cadence.region, keep_low=low,
+                                      narrowest=s.detector.veto_face if veto else None))
+            if veto:
+                small = [f for f in found if f.width < s.detector.min_face and f.score >= s.detector.score_threshold]
+                found = [f for f in found if f.width >= s.detector.min_face]
             if low:
                 found = self.keep_tracked(found, ts)
             self.stats.stage("detect", time.perf_counter() - t)
@@ -658,12 +690,15 @@ class Pipeline:
             self.cadence.found([tr.box for tr in tracks if tr.last_ts == ts])
         faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
                  if tr.last_ts == ts and tr.label in LABELS]
-        # the whole doorway was searched (not only around a change or around the followed faces)
-        whole = work == DETECT and self.cadence.region is None and not self.cadence.windows
         if gray:  # tracked on, never decided: the faces have no colour
             decision = self.decider.fault(ts, "camera", wall, self.gray_detail)
         else:
-            decision = self.decider.decide(ts, tracks, wall, searched=whole)
+            vetoes = self.judge_small(img, small, tracks, ts) if small else ()
+            decision = self.decider.decide(ts, tracks, wall, searched=whole, vetoes=vetoes)
+            if decision.detail == VETO_DETAIL:
+                self.stats.count("vetoes")
+                if self.last_decision is None or self.last_decision.detail != VETO_DETAIL:
+                    log.info("frame %d: the door waits: %s", frame.index, VETO_DETAIL)
         if decision.confirm:
             self.cadence.search_next()
         self.stats.stage("decide", time.perf_counter() - t)

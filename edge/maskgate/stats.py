@@ -104,6 +104,9 @@ class Stats:
         """Times the stream's frame size changed and the gate followed it (single odd frames are bad frames)."""
         self.colourless_faces = 0
         """Faces seen without colour (a gray frame): tracked, not judged (an uncertain vote)."""
+        self.vetoes = 0
+        """Searched frames on which the door would have opened but waited: a face narrower than
+        ``detector.min_face`` in the doorway was judged bare or wrongly masked."""
         self.colourless_frames = 0
         """Frames without colour or too dark as a whole (a camera in mono or night mode, lights off); a long
         run is a fault."""
@@ -190,6 +193,7 @@ class Stats:
                 "relay_pulses": self.relay_pulses, "camera_reconnects": self.camera_reconnects,
                 "converted_frames": self.converted_frames, "colourless_faces": self.colourless_faces,
                 "colourless_frames": self.colourless_frames, "size_changes": self.size_changes,
+                "vetoes": self.vetoes,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "recent_fps": round(self._recent_fps(now), 3),
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),
