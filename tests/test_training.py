@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from maskgate.classifier import Classifier
-from maskgate.detector import DetectorSettings
+from maskgate.detector import PHOTO_BORDER, DetectorSettings
 from maskgate.errors import DataError
 
 
@@ -40,6 +40,7 @@ def test_tiny_training_through_int8_and_device_runtime(tmp_path: Path, faces_dir
     assert man2["metrics"]["test_split"] == mm["test_split"] and "rescore" in man2["metrics"]["scenes_rescored"]
     assert man2["metrics"]["scenes_test_half_int8"][">=48px"]["faces"] == mm["scenes_test_half_int8"][">=48px"]["faces"]
     assert man2["detector"]["score_threshold"] == DetectorSettings().score_threshold
+    assert man2["detector"]["border"] == PHOTO_BORDER
     clf = Classifier(out / "bundle")
     import numpy as np
     v = clf.classify(np.full(clf.input_spec.shape, 128, np.float32))

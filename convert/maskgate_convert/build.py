@@ -18,7 +18,7 @@ import numpy as np
 from maskgate.bundle import MANIFEST, SCHEMA_VERSION, TensorInfo
 from maskgate.classifier import Classifier
 from maskgate.crop import CropRule, InputSpec, crop_face, square_box, to_model_input
-from maskgate.detector import DetectorSettings, FaceDetector
+from maskgate.detector import PHOTO_BORDER, DetectorSettings, FaceDetector
 from maskgate.errors import ModelError
 from maskgate.imageio import read_bgr
 from maskgate.model_store import sha256_file
@@ -39,7 +39,9 @@ DATA_LICENCE = (
     "MaskedFace-Net (CC BY-NC-SA 4.0). The weights inherit these terms: for evaluation and "
     "research, not commercial deployment. Retrain with maskgate-convert on data you have rights to.")
 CROP_STORE = 128
-DEVICE_DETECTOR = DetectorSettings()
+SCENE_DETECTOR = DetectorSettings(border=PHOTO_BORDER)
+"""The detector of the whole-pipeline scene evaluation: the device's score threshold, and the border
+pass for photos (faces cut by the picture's edge; see reports/detector.md)."""
 
 
 @dataclass
@@ -340,9 +342,7 @@ def write_bundle(out: Path, tflite: bytes, arch: Arch, name: str, extra: dict[st
         "preprocessing": "maskgate.crop.face_input: square crop by the crop rule, resize (INTER_AREA), "
                          f"{'RGB' if arch.spec.color == 'rgb' else 'grayscale'}, raw 0..255 values",
         "crop": CropRule().to_dict(),
-        "detector": {"model": "face_detection_yunet_2023mar.onnx",
-                     "score_threshold": DEVICE_DETECTOR.score_threshold,
-                     "nms_threshold": DEVICE_DETECTOR.nms_threshold},
+        "detector": {"model": "face_detection_yunet_2023mar.onnx", **detector_info()},
         "licence": DATA_LICENCE,
         **extra,
     }
@@ -357,7 +357,7 @@ def predict(clf: Classifier, x: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 def evaluate_scenes(clf: Classifier, scenes: list[Scene], detector_model: str | None) -> dict[str, Any]:
     """Detect with the device's settings, match to annotations (IoU >= 0.3), classify, decide."""
-    det = FaceDetector(DEVICE_DETECTOR, detector_model)
+    det = FaceDetector(SCENE_DETECTOR, detector_model)
 
     def faces_of(img: np.ndarray) -> list[tuple[tuple[int, int, int, int], str]]:
         return [(f.box, clf.classify_face(img, f.box).label) for f in det.detect(img)]
@@ -595,6 +595,12 @@ def add_manifest_metrics(bundle_dir: Path, metrics: dict[str, Any]) -> None:
     path.write_text(json.dumps(manifest, indent=1, sort_keys=False, default=_json_default) + "\n")
 
 
+def detector_info() -> dict[str, Any]:
+    """The scene evaluation's detector settings, as the manifest records them."""
+    return {"score_threshold": SCENE_DETECTOR.score_threshold, "nms_threshold": SCENE_DETECTOR.nms_threshold,
+            "border": SCENE_DETECTOR.border}
+
+
 def scene_headline(scenes: dict[str, Any]) -> dict[str, Any]:
     return {k: {"faces": v["faces"], "right_decision": v["right_decision"]} for k, v in scenes.items()}
 
@@ -613,10 +619,10 @@ def rescore_bundle(bundle_dir: Path, scenes_dir: Path, detector_model: str | Non
     test_scenes = split_scenes(load_scenes(scenes_dir))["test"]
     scenes = scene_headline(evaluate_scenes(Classifier(bundle_dir), test_scenes, detector_model))
     manifest["metrics"]["scenes_test_half_int8"] = scenes
-    manifest["detector"] = {**manifest.get("detector", {}), "score_threshold": DEVICE_DETECTOR.score_threshold,
-                            "nms_threshold": DEVICE_DETECTOR.nms_threshold}
+    manifest["detector"] = {**manifest.get("detector", {}), **detector_info()}
     manifest["metrics"]["scenes_rescored"] = (f"scene numbers re-measured with the detector at score threshold "
-                                              f"{DEVICE_DETECTOR.score_threshold} (maskgate-convert rescore)")
+                                              f"{SCENE_DETECTOR.score_threshold}, border pass "
+                                              f"{SCENE_DETECTOR.border} (maskgate-convert rescore)")
     path.write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
     return scenes
 

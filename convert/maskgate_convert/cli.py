@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install", help="copy a run's bundle into the maskgate package")
     i.add_argument("run", type=Path)
     i.set_defaults(func=_install)
-    r = sub.add_parser("rescore", help="re-measure a bundle's scene numbers with the device's current detector "
-                                       "settings and write them into its manifest (model unchanged)")
+    r = sub.add_parser("rescore", help="re-measure a bundle's scene numbers with the scene evaluation's current "
+                                       "detector settings and write them into its manifest (model unchanged)")
     r.add_argument("bundle", type=Path, help="bundle folder (e.g. edge/maskgate/model or runs/default/bundle)")
     r.add_argument("--scenes", type=Path, default=SHARED / "data" / "scenes")
     r.add_argument("--detector-model", default=None)

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 
 from .classifier import Classifier
-from .detector import DetectorSettings, FaceDetector
+from .detector import PHOTO_BORDER, DetectorSettings, FaceDetector
 from .errors import ImageError
 from .imageio import read_image
 
@@ -57,7 +57,8 @@ def classify_image(path: Path, det: FaceDetector, clf: Classifier) -> list[dict[
 
 
 def run(args: argparse.Namespace) -> int:
-    det = FaceDetector(DetectorSettings(score_threshold=args.threshold, max_side=1280), args.detector_model)
+    det = FaceDetector(DetectorSettings(score_threshold=args.threshold, max_side=1280, border=PHOTO_BORDER),
+                       args.detector_model)
     clf = Classifier(args.model, threads=args.threads)
     n_ok = n_bad = 0
     for path in iter_images(args.paths):

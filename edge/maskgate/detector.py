@@ -32,6 +32,11 @@ class Face:
         return self.box[2]
 
 
+PHOTO_BORDER = 0.1
+"""``DetectorSettings.border`` for still photos (``maskgate classify``, the build's scene evaluation,
+snapshot blurring), chosen on the tuning half of the scenes (reports/detector.md)."""
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     score_threshold: float = 0.3
@@ -44,6 +49,10 @@ class DetectorSettings:
     """Frames are downscaled so their longer side is at most this before detection."""
     upscale: float = 1.0
     """Also search at this scale (>1 finds small faces; 1 disables the second pass)."""
+    border: float = 0.0
+    """Also search the picture framed by a black border this share of its longer side wide (0: no
+    such pass). YuNet misses many faces cut by the picture's edge and finds them once the picture
+    has a margin: for photos, where a face at the edge counts (a door decides on faces in view)."""
     min_face: int = 0
     """Boxes narrower than this (frame pixels) are dropped."""
     face_px: int = 0
@@ -73,7 +82,8 @@ class FaceDetector:
     def __repr__(self) -> str:
         s = self.settings
         low = f" track_threshold={s.track_threshold}" if self._floor < s.score_threshold else ""
-        return (f"<FaceDetector yunet threshold={s.score_threshold}{low} upscale={s.upscale} "
+        border = f" border={s.border}" if s.border > 0 else ""
+        return (f"<FaceDetector yunet threshold={s.score_threshold}{low} upscale={s.upscale}{border} "
                 f"max_side={s.max_side} face_px={s.face_px}>")
 
     def scale_for(self, height: int, width: int, full_size: bool = False) -> float:
@@ -108,19 +118,23 @@ class FaceDetector:
         interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
         img = frame_bgr if scale == 1.0 else cv2.resize(
             frame_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
-        rows = [(self._run(img), scale)]
+        rows = [(self._run(img), scale, 0)]
         if s.upscale > 1.0:
             up = cv2.resize(img, None, fx=s.upscale, fy=s.upscale, interpolation=cv2.INTER_LINEAR)
-            rows.append((self._run(up), scale * s.upscale))
+            rows.append((self._run(up), scale * s.upscale, 0))
+        if s.border > 0.0:
+            pad = max(1, round(s.border * max(img.shape[:2])))
+            framed = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            rows.append((self._run(framed), scale, pad))
         boxes: list[list[float]] = []
         scores: list[float] = []
-        for faces, sc in rows:
+        for faces, sc, pad in rows:
             for f in faces:
                 if not np.isfinite(f[:4]).all() or not np.isfinite(f[14]):
                     continue  # YuNet can decode a box to infinity on a small window; no face there
                 if f[14] < floor:
                     continue
-                boxes.append([float(f[0]) / sc, float(f[1]) / sc, float(f[2]) / sc, float(f[3]) / sc])
+                boxes.append([(float(f[0]) - pad) / sc, (float(f[1]) - pad) / sc, float(f[2]) / sc, float(f[3]) / sc])
                 scores.append(float(f[14]))
         if len(rows) > 1 and boxes:
             keep = cv2.dnn.NMSBoxes(boxes, scores, floor, s.nms_threshold)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .config import Settings, SnapshotSettings
-from .detector import DetectorSettings, Face, FaceDetector
+from .detector import PHOTO_BORDER, DetectorSettings, Face, FaceDetector
 from .eventlog import state_dir
 from .events import FrameResult
 
@@ -41,7 +41,7 @@ def blur_detector(settings: Settings) -> FaceDetector:
     d = settings.detector
     return FaceDetector(DetectorSettings(score_threshold=0.3, nms_threshold=d.nms_threshold,
                                          max_side=d.max_side, upscale=2.0 if d.max_side <= 640 else 1.0,
-                                         min_face=0), d.model or None)
+                                         border=PHOTO_BORDER, min_face=0), d.model or None)
 
 
 def pixelate(img: np.ndarray, boxes: Iterable[tuple[int, int, int, int]], *, margin: float = 0.25,
