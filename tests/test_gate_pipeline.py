@@ -555,6 +555,44 @@ def test_motion_gate_skips_searching_a_static_empty_doorway(tmp_path: Path, dete
     assert searches.per_frame == [1] * 30
 
 
+def test_a_tracked_face_one_search_misses_is_still_followed_on_the_next_frame(
+        tmp_path: Path, faces_dir: Path, detector: FaceDetector, classifier: Classifier) -> None:
+    """A person standing still, whose face the every-Nth search misses once (its score dipped): the
+    next frame follows the face by its template. Before, nothing was followed after such a search,
+    and the motion gate left a still picture unsearched until ``idle_every``: the face went unseen
+    and unjudged for a second."""
+    import cv2
+
+    class Blind(Searches):
+        def __init__(self, det: FaceDetector, frames: set[int]) -> None:
+            super().__init__(det)
+            self.blind = frames
+
+        def detect(self, img: Any, **kw: Any) -> Any:
+            found = super().detect(img, **kw)
+            return [] if len(self.per_frame) in self.blind else found
+
+    _, frame = standing(faces_dir)
+    path = tmp_path / "standing.png"
+    cv2.imwrite(str(path), frame.image)
+    s = settings()
+    frames = 3 * s.detector.every
+
+    def replay(blind: set[int]) -> tuple[Run, Blind]:
+        searches = Blind(detector, blind)
+        r = run(s, ReplaySource([path], 10, hold=frames, realtime=False), searches, classifier,  # type: ignore[arg-type]
+                observers=(searches,))
+        return r, searches
+
+    _, seeing = replay(set())
+    k = next(i for i, n in enumerate(seeing.per_frame) if i > 3 and n)  # an every-Nth search while followed
+    r, searches = replay({k})
+    assert searches.per_frame[k] >= 1 and not r.results[k].faces  # the search that missed
+    assert searches.per_frame[k + 1] == 0  # followed, not searched
+    assert all(len(res.faces) == 1 for res in r.results[k + 1:]), [len(res.faces) for res in r.results]
+    assert len({res.faces[0].track for res in r.results if res.faces}) == 1  # the same person throughout
+
+
 def test_a_standing_person_is_followed_on_every_frame(tmp_path: Path, faces_dir: Path, detector: FaceDetector,
                                                       classifier: Classifier) -> None:
     import cv2
@@ -738,7 +776,8 @@ def test_a_tracked_face_is_kept_when_its_detector_score_dips_and_a_weak_box_star
         cv2.imwrite(str(paths[-1]), img)
 
     def replay(images: list[Path], hold: int, track_threshold: float) -> Run:
-        s = settings(detector={"every": 1, "every_around": False, "face_px": 0, "track_threshold": track_threshold})
+        s = settings(detector={"every": 1, "every_around": False, "face_px": 0, "motion": 0.0,
+                               "track_threshold": track_threshold})
         return run(s, ReplaySource(images, 10, hold=hold, realtime=False),
                    FaceDetector(detector_settings(s), yunet_path), classifier)
 

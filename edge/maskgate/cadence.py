@@ -16,7 +16,8 @@ gate's dearest stage) need not run on every frame:
   the whole doorway. The search before the door opens always covers the whole doorway.
 - ``follow``: the faces seen on the previous frame are found again near their predicted places
   (``follow.FaceFollower``) and classified again, so every frame still votes.
-- ``skip``: nobody is followed and nothing moved: no detection, no classification.
+- ``skip``: nobody is followed and nothing moved: no detection, no classification (the pipeline
+  still follows a tracked face the last search missed, on this kind of frame and on ``follow`` ones).
 """
 
 from __future__ import annotations

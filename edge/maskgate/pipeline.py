@@ -140,6 +140,8 @@ class Pipeline:
         self._inferred = False
         """Whether the last processed frame ran a model (the cadence skips some frames)."""
         self._last_ts = 0.0
+        self._missed: set[int] = set()
+        """Tracks a search missed and nothing found since: followed by their templates all the same."""
         self.frame_size: tuple[int, int] | None = None
         """(height, width) of the stream's frames; a frame of another size is skipped until that size
         has come ``SIZE_CHANGE_FRAMES`` times in a row (then it is the stream's new size)."""
@@ -643,6 +645,7 @@ class Pipeline:
         gray = self.colour_gone(img, ts)
         self.tracker.expire(ts)
         followed = [tr for tr in self.tracker.tracks if tr.last_ts == self._last_ts]
+        missed = [tr for tr in self.tracker.tracks if tr.id in self._missed and tr.last_ts != self._last_ts]
         self._last_ts = ts
         t = time.perf_counter()
         expected = [tr.predict(ts) for tr in followed] if s.detector.every_around else []
@@ -664,9 +667,13 @@ class Pipeline:
             if low:
                 found = self.keep_tracked(found, ts)
             self.stats.stage("detect", time.perf_counter() - t)
-        elif work == FOLLOW:
+        elif work == FOLLOW or missed:
+            # tracked faces the last search missed (a score dipped for a frame) are followed too, but
+            # losing them asks for no search: the motion gate and the every-Nth search still look
             t = time.perf_counter()
-            found, lost = self.follow(img, ts, followed)
+            found, lost = self.follow(img, ts, followed) if work == FOLLOW else ([], False)
+            if missed:
+                found += [f for f in self.follow(img, ts, missed)[0] if all(iou(f.box, o.box) < 0.5 for o in found)]
             self.stats.stage("follow", time.perf_counter() - t)
         else:
             found, lost = [], False
@@ -688,6 +695,12 @@ class Pipeline:
                     self.follower.remember(tr.id, img, tr.box)
             self.follower.keep({tr.id for tr in tracks})
             self.cadence.found([tr.box for tr in tracks if tr.last_ts == ts])
+            # a tracked face this search missed (its score dipped, a head turned) is still followed by its
+            # template on the next frames, until found or its track ends: otherwise a still picture
+            # would not be searched, nor the face judged, again for idle_every frames
+            self._missed = {tr.id for tr in tracks if tr.last_ts != ts}
+        else:
+            self._missed = {tr.id for tr in missed if tr.last_ts != ts}
         faces = [FaceEvent(tr.box, tr.label, tr.score, tr.id) for tr in tracks
                  if tr.last_ts == ts and tr.label in LABELS]
         if gray:  # tracked on, never decided: the faces have no colour
