@@ -201,6 +201,26 @@ def test_synthetic_door_is_deterministic_with_ground_truth(faces_dir: Path) -> N
     assert max(widths) >= 40
 
 
+def test_synthetic_door_truth_says_how_much_of_each_head_is_in_sight(faces_dir: Path) -> None:
+    """``TruthFace.visible``: a nearer (larger) person is drawn over a farther one, and the truth says
+    how much of the farther head is left in sight, so benchmarks do not blame the gate for a face it
+    could not see."""
+    d = SyntheticDoor(faces_dir, 320, 240, 10, people=3, seed=4, visits=6, realtime=False,
+                      images=SYNTH_FACES, start_wall=0.0)
+    d.open()
+    frames = list(iter(d.read, None))
+    faces = [(f, t) for f in frames for t in f.truth or ()]
+    assert all(0.0 <= t.visible <= 1.0 for _, t in faces)
+    alone = [t for f, t in faces if len(f.truth or ()) == 1]
+    assert alone and all(t.visible == 1.0 for t in alone)
+    hidden = [(f, t) for f, t in faces if t.visible < 0.5]
+    assert hidden, "this door should have someone walk behind someone else"
+    for f, t in hidden:  # another person, head or body (up to a head's width either side), in front of it
+        x, _, w, _ = t.box
+        assert any(o.person != t.person and o.box[0] - o.box[2] < x + w and x < o.box[0] + 2 * o.box[2]
+                   for o in f.truth or ()), f.truth
+
+
 def test_synthetic_door_pastes_the_head_around_the_located_face(faces_dir: Path) -> None:
     from maskgate.crop import CropRule, square_box
     from maskgate.imageio import read_bgr

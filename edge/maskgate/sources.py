@@ -37,6 +37,9 @@ class TruthFace:
     person: int
     label: str
     box: tuple[int, int, int, int]
+    visible: float = 1.0
+    """The share of the head left in sight by the people drawn in front of it (a synthetic door draws
+    nearer, larger people over farther ones); the frame's edge does not count here (see ``box``)."""
 
 
 @dataclass(frozen=True)

@@ -255,18 +255,30 @@ class SyntheticDoor:
         truth = []
         active = [p for v in visits if v.start <= i_eff < v.end for p in v.people]
         active.sort(key=lambda p: p.size)
+        # who is on top at each pixel, to tell how much of each head the people in front leave in sight
+        owner = np.full(img.shape[:2], -1, np.int16) if len(active) > 1 else None
+        heads: list[tuple[Person, tuple[int, int, int, int], np.ndarray | None]] = []
         for p in active:
             pos = self._place(p, i_eff)
             if pos is None:
                 continue
             cx, cy, size = pos
-            box = self._paste(img, p, cx, cy, size)
-            if box is not None:
-                truth.append(TruthFace(p.id, p.label, box))
+            pasted = self._paste(img, p, cx, cy, size, owner, len(heads))
+            if pasted is not None:
+                heads.append((p, *pasted))
+        for k, (p, box, head) in enumerate(heads):
+            visible = 1.0
+            if owner is not None and head is not None and head.any():
+                x, y, w, h = box
+                visible = float((owner[y:y + h, x:x + w][head] == k).mean())
+            truth.append(TruthFace(p.id, p.label, box, round(visible, 3)))
         return Frame(img, i / self.fps, i, tuple(truth), name="synthetic",
                      wall=(self.start_wall or 0.0) + i / self.fps)
 
-    def _paste(self, img: np.ndarray, p: Person, cx: float, cy: float, size: int) -> tuple[int, int, int, int] | None:
+    def _paste(self, img: np.ndarray, p: Person, cx: float, cy: float, size: int, owner: np.ndarray | None = None,
+               k: int = 0) -> tuple[tuple[int, int, int, int], np.ndarray | None] | None:
+        """Draw person ``p`` (head, neck, shoulders, body); the head's box in frame pixels and, with
+        ``owner`` (who is on top at each pixel, updated with ``k``), the head's pixels in that box."""
         face = self._face(p.image)
         fh, fw = face.shape[:2]
         tw, th = size, max(1, round(size * fh / fw))
@@ -280,6 +292,11 @@ class SyntheticDoor:
                       skin, -1)
         cv2.ellipse(img, (int(cx), shoulders), (int(size * 0.9), int(size * 0.6)), 0, 180, 360, p.body, -1)
         cv2.rectangle(img, (int(cx - size * 0.9), shoulders), (int(cx + size * 0.9), H), p.body, -1)
+        if owner is not None:
+            cv2.rectangle(owner, (int(cx - size * 0.21), int(chin - size * 0.1)), (int(cx + size * 0.21), shoulders),
+                          k, -1)
+            cv2.ellipse(owner, (int(cx), shoulders), (int(size * 0.9), int(size * 0.6)), 0, 180, 360, k, -1)
+            cv2.rectangle(owner, (int(cx - size * 0.9), shoulders), (int(cx + size * 0.9), H), k, -1)
         x0, y0 = int(round(cx - tw / 2)), int(round(cy - th / 2))
         x1, y1 = x0 + tw, y0 + th
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
@@ -294,7 +311,11 @@ class SyntheticDoor:
             patch = patch[:, :, :3]
         region = img[cy0:cy1, cx0:cx1].astype(np.float32)
         img[cy0:cy1, cx0:cx1] = (patch * alpha + region * (1.0 - alpha)).astype(np.uint8)
-        return (cx0, cy0, cx1 - cx0, cy1 - cy0)
+        head = None
+        if owner is not None:
+            head = alpha[:, :, 0] > 0.5
+            owner[cy0:cy1, cx0:cx1][head] = k
+        return (cx0, cy0, cx1 - cx0, cy1 - cy0), head
 
 
 def _forehead(face: np.ndarray) -> tuple[int, ...]:
