@@ -159,11 +159,12 @@ class DetectorConfig:
     upscale: float = _opt(1.0, "also search at this scale for small faces (1 disables)", _range(1.0, 4.0))
     min_face: int = _opt(48, "faces narrower than this many frame pixels neither open the door nor sound "
                              "the alarm", _range(0, 4096))
-    veto_face: int = _opt(32, "faces at least this wide but narrower than min_face are followed and judged "
-                              "too, and one judged bare or wrongly masked keeps the door shut (red light, no "
-                              "buzzer) while the people at the door are masked: the door opens only when every "
-                              "face in the doorway is masked, a child's or one a step behind too (min_face or "
-                              "more: off)", _range(0, 4096))
+    veto_face: int = _opt(32, "faces at least this wide but narrower than min_face are not tracked, but are "
+                              "judged on the search before the door opens, and one judged bare or wrongly "
+                              "masked makes the door wait (checking: no light, no buzzer) while the people at "
+                              "the door are masked: the door opens only when every face in the doorway is "
+                              "masked, a child's or one a step behind too (min_face or more: off)",
+                          _range(0, 4096))
     roi: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0),
                                   "doorway region [x0, y0, x1, y1] as fractions of the frame; "
                                   "a face counts when its centre is inside", _roi)

@@ -257,16 +257,16 @@ class SyntheticDoor:
         active.sort(key=lambda p: p.size)
         # who is on top at each pixel, to tell how much of each head the people in front leave in sight
         owner = np.full(img.shape[:2], -1, np.int16) if len(active) > 1 else None
-        heads: list[tuple[Person, tuple[int, int, int, int], np.ndarray | None]] = []
-        for p in active:
+        heads: list[tuple[int, Person, tuple[int, int, int, int], np.ndarray | None]] = []
+        for k, p in enumerate(active):
             pos = self._place(p, i_eff)
             if pos is None:
                 continue
             cx, cy, size = pos
-            pasted = self._paste(img, p, cx, cy, size, owner, len(heads))
+            pasted = self._paste(img, p, cx, cy, size, owner, k)
             if pasted is not None:
-                heads.append((p, *pasted))
-        for k, (p, box, head) in enumerate(heads):
+                heads.append((k, p, *pasted))
+        for k, p, box, head in heads:
             visible = 1.0
             if owner is not None and head is not None and head.any():
                 x, y, w, h = box
