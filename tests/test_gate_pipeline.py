@@ -428,6 +428,23 @@ def test_missing_and_corrupt_model(tmp_path: Path, faces_dir: Path) -> None:
     assert cli.main(["demo", "--config", str(cfg), "--fast", "--visits", "1"]) == 2
 
 
+def test_demo_takes_the_detector_model_from_the_command_line(tmp_path: Path, faces_dir: Path, yunet_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # an empty cache and no network: README's offline advice, "--detector-model PATH", must work for the demo
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    def no_download(*_a: object, **_k: object) -> Path:
+        raise AssertionError("the demo tried to download the detector")
+    monkeypatch.setattr("maskgate.model_store.fetch_yunet", no_download)
+    args = ["demo", "--source", "synthetic", "--faces", str(faces_dir), "--fast", "--frames", "20", "--seed", "3"]
+    assert cli.main(args + ["--detector-model", str(yunet_path.parent)]) == 0  # a folder holding it, as classify
+    assert json.loads(capsys.readouterr().err.split("demo summary: ")[1])["frames"] == 20
+    assert cli.main(args + ["--detector-model", str(yunet_path)]) == 0  # or the file itself
+    capsys.readouterr()
+    assert cli.main(args + ["--detector-model", str(tmp_path / "nope.onnx")]) == 2
+    assert "nope.onnx: detector model not found" in capsys.readouterr().err
+
+
 def test_demo_cli_events_and_source_that_fails_to_open(tmp_path: Path, faces_dir: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "--source", str(tmp_path / "nope")]) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from maskgate import cli
 from maskgate.detector import FaceDetector
 from maskgate.errors import DownloadError, ModelError
 from maskgate.imageio import read_bgr
@@ -42,8 +43,20 @@ def test_download_of_wrong_file_is_refused_and_nothing_left(http_models: str, tm
 
 
 def test_offline_error_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="Offline\\? Copy"):
+    with pytest.raises(DownloadError, match="Offline\\? Copy") as err:
         fetch_yunet(url="http://127.0.0.1:9/nothing.onnx", dest=tmp_path / YUNET_FILE, timeout=2)
+    assert "--detector-model PATH" in str(err.value)
+
+
+def test_models_fetch_copies_a_local_file_into_the_cache_after_checking_it(
+        yunet_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "cache" / YUNET_FILE
+    assert cli.main(["models", "fetch", "--url", yunet_path.as_uri(), "--dest", str(dest)]) == 0
+    assert verify(dest) == dest and f"face detector ready: {dest}" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.onnx"
+    wrong.write_bytes(b"\x08\x01" * 100)
+    assert cli.main(["models", "fetch", "--url", wrong.as_uri(), "--dest", str(tmp_path / "other.onnx")]) == 2
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "other.onnx").exists()
 
 
 def test_lfs_pointer_and_wrong_file_refused(tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="playback rate of replayed and synthetic sources")
     p.add_argument("--config", type=Path, default=None, help="config file (default: /etc/maskgate/maskgate.toml "
                                                              "if present, else built-in defaults)")
+    p.add_argument("--detector-model", type=Path, default=None, metavar="PATH",
+                   help="YuNet .onnx file, or a folder holding it (default: detector.model of the config, "
+                        "else the cache, else a download)")
     p.add_argument("--events", default=None, metavar="FILE|-", help="one JSON line per processed frame")
     p.add_argument("--save-annotated", type=Path, default=None, metavar="DIR",
                    help="write every processed frame with boxes and the decision")
@@ -74,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.faces is not None:
         changes["faces"] = str(args.faces)
     src = dataclasses.replace(src, **changes)  # type: ignore[arg-type]
+    detector = settings.detector
+    if args.detector_model is not None:
+        detector = dataclasses.replace(detector, model=str(args.detector_model))
     settings = dataclasses.replace(
-        settings, source=src, outputs=dataclasses.replace(settings.outputs, pin_factory="mock"),
+        settings, source=src, detector=detector, outputs=dataclasses.replace(settings.outputs, pin_factory="mock"),
         # a demo reports only what it is asked to: its decisions are not the door's
         events=dataclasses.replace(settings.events, enabled=args.event_log is not None,
                                    dir=str(args.event_log or settings.events.dir)),

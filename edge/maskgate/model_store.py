@@ -103,7 +103,8 @@ def fetch_yunet(url: str = YUNET_URL, dest: Path | None = None, timeout: float =
     except (urllib.error.URLError, OSError) as exc:
         raise DownloadError(
             f"cannot download the face detector from {url} ({exc}). Offline? Copy {YUNET_FILE} "
-            f"(sha256 {YUNET_SHA256}) to {dest}, or set detector.model in the config") from exc
+            f"(sha256 {YUNET_SHA256}) to {dest}, set detector.model in the config, or pass "
+            "--detector-model PATH (classify, demo, bench)") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return dest
