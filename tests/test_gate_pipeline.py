@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -842,3 +843,40 @@ def test_a_bare_face_under_min_face_beside_a_masked_one_keeps_the_door_shut(
     opened = replay(s.detector.min_face)  # veto_face = min_face: off
     assert opened.triggers() == ["open"] and any(opened.pin("relay"))
     assert opened.pipeline.stats.vetoes == 0
+
+
+def test_overlapping_search_windows_keep_the_higher_scoring_box_of_a_face_found_twice(
+        detector: FaceDetector, classifier: Classifier) -> None:
+    """Two people side by side get two windows that overlap; a window that cuts the face finds it with a
+    worse box and a lower score, and whichever window is searched first, the better box is kept."""
+    face = (200, 100, 80, 90)
+
+    class WindowView:
+        """The face as a detector sees it through each window: whole (score 0.9) or cut (its visible
+        part, score 0.5), at the window's coordinates."""
+
+        settings = detector.settings
+        offsets: list[tuple[int, int]] = []
+
+        def detect(self, img: Any, **_kw: Any) -> list[Face]:
+            ox, oy = self.offsets.pop(0)
+            x0, y0 = max(face[0], ox), max(face[1], oy)
+            x1 = min(face[0] + face[2], ox + img.shape[1])
+            y1 = min(face[1] + face[3], oy + img.shape[0])
+            if x1 <= x0 or y1 <= y0:
+                return []
+            whole = (x0, y0, x1, y1) == (face[0], face[1], face[0] + face[2], face[1] + face[3])
+            return [Face((x0 - ox, y0 - oy, x1 - x0, y1 - y0), 0.9 if whole else 0.5)]
+
+    view = WindowView()
+    frame = np.zeros((H, W, 3), np.uint8)
+    s = settings()
+    p = Pipeline(s, FrameList([]), view, classifier, Outputs(s.outputs, MockFactory(), mode=s.decision.mode))  # type: ignore[arg-type]
+    try:
+        whole, cut = (150, 50, 330, 250), (215, 50, 400, 250)  # the second cuts 15 px off the face's left
+        for windows in ([cut, whole], [whole, cut]):
+            view.offsets = [(w[0], w[1]) for w in windows]
+            found = p.detect_windows(frame, windows)
+            assert [(f.box, f.score) for f in found] == [(face, 0.9)], windows
+    finally:
+        p.outputs.close()

@@ -488,7 +488,8 @@ class Pipeline:
     def detect_windows(self, img: np.ndarray, windows: list[tuple[int, int, int, int]], *,
                        keep_low: bool = False) -> list[Face]:
         """Faces found at full size inside each window (x0, y0, x1, y1) whose centre lies in the doorway
-        region, without duplicates where windows overlap."""
+        region; where windows overlap, a face found twice keeps its higher-scoring box (a window that
+        cuts a face finds it with a worse box and a lower score)."""
         h, w = img.shape[:2]
         r = roi_pixels(self.settings.detector.roi, w, h)
         out: list[Face] = []
@@ -498,8 +499,14 @@ class Pipeline:
                 continue
             for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True, keep_low=keep_low):
                 box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
-                if in_roi(box, r) and all(iou(box, o.box) < 0.5 for o in out):
+                if not in_roi(box, r):
+                    continue
+                same = [i for i, o in enumerate(out) if iou(box, o.box) >= 0.5]
+                if not same:
                     out.append(Face(box, f.score))
+                elif all(f.score > out[i].score for i in same):
+                    out[same[0]] = Face(box, f.score)
+                    out = [o for i, o in enumerate(out) if i not in same[1:]]
         return out
 
     def keep_tracked(self, faces: list[Face], ts: float) -> list[Face]:
