@@ -267,7 +267,7 @@ def test_an_unsure_verdict_gets_a_second_look_at_full_size(scenes_dir: Path, det
     try:
         p = Pipeline(settings(), FrameList([]), detector, classifier, out)
         unsure = Observation(over_the_hair, "with_mask", 0.6)
-        [again] = p.refine(img, [unsure])
+        [again] = p.finder.refine(img, [unsure])
         assert iou(again.box, full) > 0.8 and iou(unsure.box, full) < 0.5
         # the classifier's verdict on the new box (the shipped model says with_mask at 0.89 there)
         v = classifier.classify_face(img, again.box)
@@ -275,13 +275,13 @@ def test_an_unsure_verdict_gets_a_second_look_at_full_size(scenes_dir: Path, det
         # a verdict that votes already is left alone; so is an unsure one where no face is near it
         sure = Observation(over_the_hair, "without_mask", 0.95)
         nothing_there = Observation((0, 0, 60, 60), "with_mask", 0.6)
-        assert p.refine(img, [sure, nothing_there]) == [sure, nothing_there]
+        assert p.finder.refine(img, [sure, nothing_there]) == [sure, nothing_there]
         # every detector the gate can be given takes the second look: the soak's fault wrapper (it
         # once failed every unsure frame with a TypeError), YuNet's odd boxes, Haar
         for other in (FaultyDetector(detector, Injector()), HaloDetector(detector),
                       HaarFaceDetector(detector_settings(settings()))):
             q = Pipeline(settings(), FrameList([]), other, classifier, out)  # type: ignore[arg-type]
-            assert len(q.refine(img, [unsure])) == 1
+            assert len(q.finder.refine(img, [unsure])) == 1
     finally:
         out.close()
 
@@ -692,12 +692,12 @@ def test_a_verdict_that_turns_a_face_round_gets_a_second_look(scenes_dir: Path, 
         track.add(Observation(full, "with_mask", 0.97), 0.0)
         track.add(Observation(full, "with_mask", 0.7), 0.1)  # unsure votes do not count either way
         bare = Observation(full, "without_mask", 0.95)
-        assert p._flips(bare, [track], 0.2)
-        assert not p._flips(Observation(full, "with_mask", 0.95), [track], 0.2)  # agrees
-        assert not p._flips(Observation(full, "without_mask", 0.5), [track], 0.2)  # unsure: refine_unsure's
-        assert not p._flips(Observation((0, 0, 40, 40), "without_mask", 0.95), [track], 0.2)  # another face
-        assert not p._flips(bare, [], 0.2)  # a new face has nothing to turn round
-        [again] = p.refine(img, [bare], [True])
+        assert p.finder.flips(bare, [track], 0.2)
+        assert not p.finder.flips(Observation(full, "with_mask", 0.95), [track], 0.2)  # agrees
+        assert not p.finder.flips(Observation(full, "without_mask", 0.5), [track], 0.2)  # unsure: refine_unsure's
+        assert not p.finder.flips(Observation((0, 0, 40, 40), "without_mask", 0.95), [track], 0.2)  # another face
+        assert not p.finder.flips(bare, [], 0.2)  # a new face has nothing to turn round
+        [again] = p.finder.refine(img, [bare], [True])
         assert iou(again.box, full) > 0.8
         v = classifier.classify_face(img, again.box)
         assert again.label == v.label == "with_mask" and again.score == v.score
@@ -712,9 +712,9 @@ def test_a_search_after_motion_covers_only_where_the_frame_changed(faces_dir: Pa
     searches = Searches(detector)
     pipe = Pipeline(settings(), src, searches, classifier, Outputs(Settings().outputs, MockFactory()))  # type: ignore[arg-type]
     try:
-        assert len(pipe.detect(frame.image)) == 1
-        assert len(pipe.detect(frame.image, (x + w // 3, y + h // 3, x + w // 2, y + h // 2))) == 1
-        assert pipe.detect(frame.image, (0, H - 8, 8, H)) == []  # a change far from the face
+        assert len(pipe.finder.detect(frame.image)) == 1
+        assert len(pipe.finder.detect(frame.image, (x + w // 3, y + h // 3, x + w // 2, y + h // 2))) == 1
+        assert pipe.finder.detect(frame.image, (0, H - 8, 8, H)) == []  # a change far from the face
         # the whole doorway at the face_px scale; around a change at full size (moving_full_size)
         (whole, whole_full), (part, part_full), _ = searches.sizes
         assert whole == (H, W) and not whole_full
@@ -725,7 +725,7 @@ def test_a_search_after_motion_covers_only_where_the_frame_changed(faces_dir: Pa
     off = settings(detector={"moving_full_size": False})
     pipe = Pipeline(off, src, searches, classifier, Outputs(off.outputs, MockFactory()))  # type: ignore[arg-type]
     try:
-        assert len(pipe.detect(frame.image, (x + w // 3, y + h // 3, x + w // 2, y + h // 2))) == 1
+        assert len(pipe.finder.detect(frame.image, (x + w // 3, y + h // 3, x + w // 2, y + h // 2))) == 1
         assert [full for _, full in searches.sizes] == [False]
     finally:
         pipe.outputs.close()
@@ -876,7 +876,7 @@ def test_overlapping_search_windows_keep_the_higher_scoring_box_of_a_face_found_
         whole, cut = (150, 50, 330, 250), (215, 50, 400, 250)  # the second cuts 15 px off the face's left
         for windows in ([cut, whole], [whole, cut]):
             view.offsets = [(w[0], w[1]) for w in windows]
-            found = p.detect_windows(frame, windows)
+            found = p.finder.detect_windows(frame, windows)
             assert [(f.box, f.score) for f in found] == [(face, 0.9)], windows
     finally:
         p.outputs.close()

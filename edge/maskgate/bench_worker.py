@@ -33,8 +33,9 @@ from .config import Settings
 from .decider import Decider, plan
 from .detector import FaceDetector
 from .events import FaceEvent, FrameResult
+from .finder import in_roi, roi_pixels
 from .outputs import Outputs
-from .pipeline import Pipeline, build_detector, detector_settings, in_roi, roi_pixels
+from .pipeline import Pipeline, build_detector, detector_settings
 from .sources import orient
 from .stats import Stats
 from .tracker import Observation, Tracker

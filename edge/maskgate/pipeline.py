@@ -7,6 +7,8 @@ camera or model, or a picture that stays without colour (``source.colourless_fau
 camera with exponential backoff, applies a reloaded configuration between frames, calls
 ``on_alive`` once per frame read, and tells its observers about every processed frame. It marks
 each stage it is in on its :class:`~maskgate.health.Health`, which judges whether it is stuck.
+It plans each frame's work (search, follow, or nothing: :class:`~maskgate.cadence.Cadence`); the
+searching, following and judging of faces is :class:`~maskgate.finder.FaceFinder`'s.
 """
 
 from __future__ import annotations
@@ -23,18 +25,19 @@ import numpy as np
 from .cadence import DETECT, FOLLOW, Cadence
 from .classifier import Classifier
 from .config import LABELS, Settings
-from .crop import colourless, colourless_picture, dark_picture, face_input, picture_sample
-from .decider import BAD_LABELS, VETO_DETAIL, Decider, Decision, plan, unsure
+from .crop import colourless_picture, dark_picture, picture_sample
+from .decider import VETO_DETAIL, Decider, Decision, plan
 from .detector import DetectorSettings, Face, FaceDetector
 from .errors import ConfigError, FrameError, MaskgateError, SourceError
 from .events import FaceEvent, FrameResult, Observer
+from .finder import FaceFinder
 from .follow import FaceFollower
 from .health import Health, watched
 from .imageio import to_bgr
 from .outputs import Outputs
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
-from .tracker import ALLOW_LABEL, Observation, Track, Tracker, iou, nested, one_per_face
+from .tracker import Tracker, iou
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +70,10 @@ def build_classifier(s: Settings) -> Classifier:
     return clf
 
 
-def roi_pixels(roi: tuple[float, ...], width: int, height: int) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = roi
-    return int(x0 * width), int(y0 * height), int(round(x1 * width)), int(round(y1 * height))
-
-
-def in_roi(box: tuple[int, int, int, int], r: tuple[int, int, int, int]) -> bool:
-    cx, cy = box[0] + box[2] / 2.0, box[1] + box[3] / 2.0
-    return r[0] <= cx < r[2] and r[1] <= cy < r[3]
-
-
 NO_COLOUR = "no colour in the picture"
 """The detail of a ``camera`` fault whose camera delivers frames without colour (``source.colourless_fault``)."""
 DARK = "picture too dark (lens covered or no light)"
 """The detail of a ``camera`` fault whose picture stays too dark to see anyone (``source.colourless_fault``)."""
-UNJUDGED = ""
-"""The label of a face seen but not judged (no colour): an uncertain vote that keeps its track going."""
-AROUND_MARGIN = 0.15
-"""A search around a change reaches this share of the frame's longer side beyond it (a face only
-partly changed, e.g. a head turning, is still searched whole)."""
-AROUND_MAX_SHARE = 0.7
-"""A search around a change that would cover more than this share of the doorway searches all of it."""
-
-REFINE_IOU = 0.3
-"""A box found at full size in the window replaces an unsure face's box only when they overlap at least
-this much (IoU), so a second look never jumps to another person's face."""
 
 
 class Pipeline:
@@ -109,8 +91,6 @@ class Pipeline:
         self.wait = wait or self.stop_wait
         """Waits between camera reopen attempts; True when the gate was stopped meanwhile."""
         self.source = source
-        self.detector = watched(detector, self.health, "detect")
-        self.classifier = watched(classifier, self.health, "classify")
         self.outputs = watched(outputs, self.health, "output")
         self.stats = stats or Stats()
         self.observers: list[Observer] = list(observers or [])
@@ -125,6 +105,9 @@ class Pipeline:
         self.decider = Decider(settings.decision, settings.schedule)
         self.cadence = build_cadence(settings)
         self.follower = FaceFollower()
+        self.finder = FaceFinder(settings, watched(detector, self.health, "detect"),
+                                 watched(classifier, self.health, "classify"), self.tracker, self.follower,
+                                 self.stats)
         self.outputs.mode = settings.decision.mode
         self.outputs.on_button.append(lambda: self.stats.count("button_presses"))
         self.outputs.on_pulse.append(lambda: self.stats.count("relay_pulses"))
@@ -156,6 +139,14 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"<Pipeline {self.source!r} {self.decider!r} {self.stats!r}>"
 
+    @property
+    def detector(self) -> FaceDetector:
+        return self.finder.detector
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.finder.classifier
+
     # -- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
         self.stop_event.set()
@@ -178,14 +169,15 @@ class Pipeline:
         old = self.settings
         if new.source != old.source:
             log.warning("reload: [source] changes apply after a restart")
+        detector, classifier = self.detector, self.classifier
         if new.detector.model != old.detector.model or detector_settings(new) != detector_settings(old):
-            self.detector = watched(FaceDetector(detector_settings(new), new.detector.model or None),
-                                    self.health, "detect")
+            detector = watched(FaceDetector(detector_settings(new), new.detector.model or None),
+                               self.health, "detect")
         if new.detector != old.detector:
             self.cadence = build_cadence(new)
         if new.classifier != old.classifier:
             try:
-                self.classifier = watched(build_classifier(new), self.health, "classify")
+                classifier = watched(build_classifier(new), self.health, "classify")
             except MaskgateError as exc:
                 log.error("reload: classifier not changed: %s", exc)
                 new = dataclasses.replace(new, classifier=old.classifier)
@@ -194,6 +186,7 @@ class Pipeline:
         self.decider.configure(d, new.schedule)
         self.outputs.configure(new.outputs, d.mode)
         self.health.configure(new.health, old.source)
+        self.finder.configure(new, detector, classifier)
         self.settings = new
         log.info("configuration reloaded: mode %s, votes %d/%d, cooldown %.1f s",
                  d.mode, d.votes, d.window, d.cooldown)
@@ -406,7 +399,7 @@ class Pipeline:
         ``source.colourless_fault`` seconds of frame time.
 
         Each frame is judged on a tiny copy (a few microseconds). Faces without colour are never judged
-        (``observe``), so a camera that stays gray (mono or night mode, an IR camera at night) would
+        (:meth:`FaceFinder.observe`), so a camera that stays gray (mono or night mode, an IR camera at night) would
         leave everyone uncertain for good, and in a dark picture no one is even found: after that long
         it is a ``camera`` fault, shown like any other, with the cause (``NO_COLOUR`` or ``DARK``), and
         the first usable frame ends it. A gray-input model judges gray faces: only darkness faults it."""
@@ -453,196 +446,6 @@ class Pipeline:
         self._publish(FrameResult(-1, wall, (), decision, self.outputs.snapshot()))
         self.last_decision = decision
 
-    def detect(self, img: np.ndarray, around: tuple[int, int, int, int] | None = None, *,
-               keep_low: bool = False, narrowest: int | None = None) -> list[Face]:
-        """Faces whose centre lies in the doorway region; only that region (plus a margin) is searched,
-        and with ``around`` (x0, y0, x1, y1: where the frame changed) only its part near there, at full
-        size (no ``face_px`` downscale) when ``detector.moving_full_size`` is on. ``keep_low``: boxes
-        down to ``detector.track_threshold`` too (see :meth:`keep_tracked`); ``narrowest``: boxes down
-        to this width too (see :meth:`judge_small`)."""
-        h, w = img.shape[:2]
-        r = roi_pixels(self.settings.detector.roi, w, h)
-        mx, my = int(0.1 * w), int(0.1 * h)
-        x0, y0, x1, y1 = max(0, r[0] - mx), max(0, r[1] - my), min(w, r[2] + mx), min(h, r[3] + my)
-        full = False
-        if around is not None:
-            m = int(AROUND_MARGIN * max(w, h))
-            a = (max(x0, around[0] - m), max(y0, around[1] - m), min(x1, around[2] + m), min(y1, around[3] + m))
-            if a[2] - a[0] < 2 or a[3] - a[1] < 2:
-                return []
-            if (a[2] - a[0]) * (a[3] - a[1]) < AROUND_MAX_SHARE * (x1 - x0) * (y1 - y0):
-                x0, y0, x1, y1 = a
-                # someone may be walking in: the full-size picture finds a moving face a frame or two sooner
-                full = self.settings.detector.moving_full_size
-        if (x0, y0, x1, y1) == (0, 0, w, h):
-            faces = self.detector.detect(img, full_size=full, keep_low=keep_low, narrowest=narrowest)
-        else:
-            faces = self.detector.detect(img[y0:y1, x0:x1], full_size=full, keep_low=keep_low, narrowest=narrowest)
-        out = []
-        for f in faces:
-            box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
-            if in_roi(box, r):
-                out.append(Face(box, f.score))
-        return out
-
-    def detect_windows(self, img: np.ndarray, windows: list[tuple[int, int, int, int]], *,
-                       keep_low: bool = False) -> list[Face]:
-        """Faces found at full size inside each window (x0, y0, x1, y1) whose centre lies in the doorway
-        region; where windows overlap, a face found twice keeps its higher-scoring box (a window that
-        cuts a face finds it with a worse box and a lower score)."""
-        h, w = img.shape[:2]
-        r = roi_pixels(self.settings.detector.roi, w, h)
-        out: list[Face] = []
-        for wx0, wy0, wx1, wy1 in windows:
-            x0, y0, x1, y1 = max(0, wx0), max(0, wy0), min(w, wx1), min(h, wy1)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True, keep_low=keep_low):
-                box = (f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
-                if not in_roi(box, r):
-                    continue
-                same = [i for i, o in enumerate(out) if iou(box, o.box) >= 0.5]
-                if not same:
-                    out.append(Face(box, f.score))
-                elif all(f.score > out[i].score for i in same):
-                    out[same[0]] = Face(box, f.score)
-                    out = [o for i, o in enumerate(out) if i not in same[1:]]
-        return out
-
-    def keep_tracked(self, faces: list[Face], ts: float) -> list[Face]:
-        """The faces scoring ``detector.score_threshold`` or more, and those scoring less (found with
-        ``keep_low``) that overlap a tracked face's predicted box by ``decision.track_iou``.
-
-        A face the gate already follows keeps being found when YuNet's confidence in it dips under the
-        threshold for a few frames (a turned head, a mask that hides the landmarks YuNet scores on),
-        so its votes go on; a low box alone never starts a track (hysteresis, as in ByteTrack)."""
-        s = self.settings
-        expected = [t.predict(ts) for t in self.tracker.tracks]
-        return [f for f in faces if f.score >= s.detector.score_threshold
-                or any(iou(f.box, b) >= s.decision.track_iou for b in expected)]
-
-    def follow(self, img: np.ndarray, ts: float, tracks: list[Track]) -> tuple[list[Face], bool]:
-        """Find each followed face again near its predicted place (``FaceFollower``).
-
-        Returns the faces found (centre in the doorway region, no duplicates) and whether any
-        followed face was lost (not found, or gone out of the region).
-        """
-        h, w = img.shape[:2]
-        r = roi_pixels(self.settings.detector.roi, w, h)
-        found: list[Face] = []
-        lost = False
-        for t in tracks:
-            hit = self.follower.find(t.id, img, t.predict(ts), known_speed=len(t.votes) > 1)
-            if hit is None or not in_roi(hit[0], r):
-                lost = True
-            elif all(iou(hit[0], f.box) < 0.5 for f in found):
-                found.append(Face(hit[0], hit[1]))
-        return found, lost
-
-    def _unsure(self, o: Observation) -> bool:
-        """A face verdict that votes neither way; unjudged (gray) faces are not unsure."""
-        return unsure(o.label, o.score, self.settings.decision)
-
-    def _flips(self, o: Observation, tracks: list[Track], ts: float) -> bool:
-        """Whether a verdict that votes turns its face's answer round: the track it overlaps most
-        last voted the other way (allow against deny)."""
-        if o.label not in LABELS or self._unsure(o):
-            return False
-        overlap, best = max(((iou(t.predict(ts), o.box), t) for t in tracks), key=lambda p: p[0],
-                            default=(0.0, None))
-        if best is None or overlap < REFINE_IOU:
-            return False
-        d = self.settings.decision
-        last = next((label for label, score in reversed(best.votes)
-                     if label in LABELS and not unsure(label, score, d)), None)
-        return last is not None and (last == ALLOW_LABEL) != (o.label == ALLOW_LABEL)
-
-    def refine(self, img: np.ndarray, obs: list[Observation],
-               which: list[bool] | None = None) -> list[Observation]:
-        """A second look at each unsure verdict: YuNet at full size in a window twice the face's size,
-        and the classifier on the box it finds there (the verdict stays when it finds none, or no face).
-
-        Between searches a face is classified on the box its template carries forward, and searches
-        run at the ``face_px`` scale; on some faces either box sits on the hair or the neck and the
-        classifier hesitates for seconds. This costs a few milliseconds on the rare unsure frames.
-        ``which``: the verdicts to look at again (default: the unsure ones)."""
-        h, w = img.shape[:2]
-        if which is None:
-            which = [self._unsure(o) for o in obs]
-        out = []
-        for o, again in zip(obs, which, strict=True):
-            if not again:
-                out.append(o)
-                continue
-            x, y, bw, bh = o.box
-            x0, y0 = max(0, x - bw // 2), max(0, y - bh // 2)
-            x1, y1 = min(w, x + bw + bw // 2), min(h, y + bh + bh // 2)
-            boxes = [(f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3])
-                     for f in self.detector.detect(img[y0:y1, x0:x1], full_size=True, keep_low=True)]
-            best = max(boxes, key=lambda b: iou(b, o.box), default=None)
-            if best is None or iou(best, o.box) < REFINE_IOU:
-                out.append(o)
-                continue
-            v = self.classifier.classify(face_input(img, best, self.classifier.input_spec, self.classifier.crop_rule))
-            self.stats.score(v.label, v.score)
-            out.append(o if v.label == "no_face" else dataclasses.replace(o, box=best, label=v.label, score=v.score))
-        return out
-
-    def judge_small(self, img: np.ndarray, faces: list[Face], tracks: list[Track], ts: float) -> tuple[str, ...]:
-        """The bare or wrongly masked verdicts (at ``decision.bare_score`` or more) of the faces too small
-        to be tracked (``detector.veto_face`` wide up to ``min_face``) that this frame's search of the
-        whole doorway found: a person a step behind, or a child, whom the door must not let in beside a
-        masked one. A box nested in a tracked face's box is part of that face; faces without colour
-        are not judged."""
-        d = self.settings.decision
-        t = time.perf_counter()
-        here = [tr.box for tr in tracks if tr.last_ts == ts]
-        out = []
-        for f in faces:
-            if any(nested(f.box, b) for b in here):
-                continue
-            x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
-            if colourless(x, self.classifier.input_spec):
-                continue
-            v = self.classifier.classify(x)
-            self.stats.score(v.label, v.score)
-            if v.label in BAD_LABELS and v.score >= d.bare_score:
-                out.append(v.label)
-        self.stats.stage("veto", time.perf_counter() - t)
-        return tuple(out)
-
-    def observe(self, img: np.ndarray, faces: list[Face]) -> list[Observation]:
-        """Classify each face (the bundle's crop rule); a confident ``no_face`` is a false detection,
-        a face without colour an unjudged (uncertain) vote."""
-        s = self.settings
-        obs: list[Observation] = []
-        t_pre = t_cls = 0.0
-        for f in faces:
-            t = time.perf_counter()
-            x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
-            gray = colourless(x, self.classifier.input_spec)
-            t_pre += time.perf_counter() - t
-            if gray:
-                # a gray face: the classifier would guess (often "bare" for a mask); the track goes on
-                # with an uncertain vote, so gray frames never open the door or sound the alarm
-                self.stats.count("colourless_faces")
-                if self.stats.colourless_faces == 1 or self.stats.colourless_faces % 1000 == 0:
-                    log.warning("a face without colour (gray frames?) is tracked, not judged (%d so far)",
-                                self.stats.colourless_faces)
-                obs.append(Observation(f.box, UNJUDGED, 0.0))
-                continue
-            t = time.perf_counter()
-            v = self.classifier.classify(x)
-            t_cls += time.perf_counter() - t
-            self.stats.score(v.label, v.score)
-            if v.label == "no_face" and v.score >= s.decision.no_face_score:
-                continue  # a detector false positive
-            obs.append(Observation(f.box, v.label, v.score))
-        if faces:
-            self.stats.stage("preprocess", t_pre)
-            self.stats.stage("classify", t_cls)
-        return one_per_face(obs, frozenset(LABELS)) if len(obs) > 1 else obs
-
     def process(self, frame: Frame) -> FrameResult:
         s = self.settings
         ts, wall = frame.ts, frame.wall if frame.wall is not None else time.time()
@@ -665,32 +468,33 @@ class Pipeline:
             t = time.perf_counter()
             low = bool(self.tracker.tracks) and s.detector.track_threshold < s.detector.score_threshold
             veto = whole and s.detector.veto_face < s.detector.min_face
-            found = (self.detect_windows(img, self.cadence.windows, keep_low=low) if self.cadence.windows
-                     else self.detect(img, self.cadence.region, keep_low=low,
+            found = (self.finder.detect_windows(img, self.cadence.windows, keep_low=low) if self.cadence.windows
+                     else self.finder.detect(img, self.cadence.region, keep_low=low,
                                       narrowest=s.detector.veto_face if veto else None))
             if veto:
                 small = [f for f in found if f.width < s.detector.min_face and f.score >= s.detector.score_threshold]
                 found = [f for f in found if f.width >= s.detector.min_face]
             if low:
-                found = self.keep_tracked(found, ts)
+                found = self.finder.keep_tracked(found, ts)
             self.stats.stage("detect", time.perf_counter() - t)
         elif work == FOLLOW or missed:
             # tracked faces the last search missed (a score dipped for a frame) are followed too, but
             # losing them asks for no search: the motion gate and the every-Nth search still look
             t = time.perf_counter()
-            found, lost = self.follow(img, ts, followed) if work == FOLLOW else ([], False)
+            found, lost = self.finder.follow(img, ts, followed) if work == FOLLOW else ([], False)
             if missed:
-                found += [f for f in self.follow(img, ts, missed)[0] if all(iou(f.box, o.box) < 0.5 for o in found)]
+                found += [f for f in self.finder.follow(img, ts, missed)[0]
+                          if all(iou(f.box, o.box) < 0.5 for o in found)]
             self.stats.stage("follow", time.perf_counter() - t)
         else:
             found, lost = [], False
         self._inferred = work == DETECT or bool(found)
-        obs = self.observe(img, found)
-        again = [(s.detector.refine_unsure and self._unsure(o))
-                 or (s.detector.refine_flips and self._flips(o, self.tracker.tracks, ts)) for o in obs]
+        obs = self.finder.observe(img, found)
+        again = [(s.detector.refine_unsure and self.finder.unsure(o))
+                 or (s.detector.refine_flips and self.finder.flips(o, self.tracker.tracks, ts)) for o in obs]
         if any(again):
             t = time.perf_counter()
-            obs = self.refine(img, obs, again)
+            obs = self.finder.refine(img, obs, again)
             self.stats.stage("refine", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
             self.cadence.search_next(around=expected)  # around the followed faces (with every_around)
@@ -713,7 +517,7 @@ class Pipeline:
         if gray:  # tracked on, never decided: the faces have no colour
             decision = self.decider.fault(ts, "camera", wall, self.gray_detail)
         else:
-            vetoes = self.judge_small(img, small, tracks, ts) if small else ()
+            vetoes = self.finder.judge_small(img, small, tracks, ts) if small else ()
             decision = self.decider.decide(ts, tracks, wall, searched=whole, vetoes=vetoes)
             if decision.detail == VETO_DETAIL:
                 self.stats.count("vetoes")
