@@ -63,3 +63,22 @@ def test_check_cli_reports_a_missing_camera_with_the_fix(tmp_path: Path) -> None
     assert FAIL in lines[cam] and "fix:" in lines[cam + 1]
     assert any(line.startswith("green LED") and PASS in line for line in lines)
     assert any(line.startswith("door relay") and SKIP in line for line in lines)
+
+
+def test_check_says_which_faces_the_gate_would_judge_and_how_to_fix_a_camera_too_far(scenes_dir: Path) -> None:
+    """maksssksksss15: a masked face about 66 px wide and one about 36 px (annotations), read as a camera frame.
+    The installer sees both, with why the small one would be ignored; only the judged one is classified."""
+    image = scenes_dir / "images" / "maksssksksss15.jpg"
+    s = replace(Settings(), source={"type": "replay", "device": str(image)})
+    res = {r.name: r for r in run_checks(s, pin_factory=MockFactory(), blink=0.01)}
+    det, clf = res["face detector"], res["classifier"]
+    assert det.result == PASS and "2 face(s) in the frame, left to right" in det.detail, det.detail
+    assert det.detail.count("judged") == 1 and det.detail.count("too small (detector.min_face 48): ignored") == 1
+    assert "ignore every face" not in det.detail
+    assert clf.result == PASS and clf.detail.count("with_mask") == 1, clf.detail  # the judged face only
+    # the doorway region drawn on the small face's side only: nobody would be judged, and the line says why
+    left = replace(s, detector={"roi": [0.0, 0.0, 0.3, 1.0]})
+    det = {r.name: r for r in run_checks(left, pin_factory=MockFactory(), blink=0.01)}["face detector"]
+    assert "judged" not in det.detail and "outside the doorway region (detector.roi): ignored" in det.detail
+    assert "The gate would ignore every face here" in det.detail
+    assert "move the camera closer" in det.detail and "widen the region or re-aim the camera" in det.detail

@@ -12,12 +12,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT_CONFIG_PATH, Settings, resolve_config
 from .errors import MaskgateError
 from .outputs import Outputs
 from .sources import FrameSource, make_source, source_settings_for
+
+if TYPE_CHECKING:
+    from .detector import Face
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +115,60 @@ def check_pipeline(settings: Settings, source: FrameSource | None = None) -> lis
             src.close()
     try:
         detector = build_detector(settings)
-        faces = detector.detect(frame) if frame is not None else []
-        res.append(CheckResult("face detector", PASS, f"{detector.model_path.name}: {len(faces)} face(s) in the frame"))
+        # at full size and down to CHECK_NARROWEST px, so a face the gate would ignore is reported, not unseen
+        faces = sorted(detector.detect(frame, full_size=True, narrowest=CHECK_NARROWEST) if frame is not None
+                       else [], key=lambda f: f.box[0])
+        seen = describe_faces(faces, settings, frame.shape) if frame is not None else "loaded (no frame to search)"
+        res.append(CheckResult("face detector", PASS, f"{detector.model_path.name}: {seen}"))
+        if frame is not None:
+            faces = [f for f in faces if ignored_because(f, settings, frame.shape) is None]
     except MaskgateError as exc:
         return [*res, CheckResult("face detector", FAIL, str(exc), "run `maskgate models fetch` (needs internet once)")]
     try:
         clf = build_classifier(settings)
         verdicts = [clf.classify_face(frame, f.box) for f in faces] if frame is not None else []
-        seen = ", ".join(f"{v.label} {v.score:.2f}" for v in verdicts) or "no face to classify"
+        seen = ", ".join(f"{v.label} {v.score:.2f}" for v in verdicts) or "no face to judge"
         res.append(CheckResult("classifier", PASS, f"{clf.bundle.name} on {clf.runtime}/{clf.delegate}: {seen}"))
     except MaskgateError as exc:
         res.append(CheckResult("classifier", FAIL, str(exc), "reinstall maskgate or fix classifier.model"))
     return res
+
+
+CHECK_NARROWEST = 16
+"""The check looks for faces down to this width (px), to say which ones the gate would ignore as too small."""
+
+
+def ignored_because(face: Face, settings: Settings, shape: tuple[int, ...]) -> str | None:
+    """Why the gate would ignore this face of a frame of ``shape`` (too small, outside the doorway
+    region), or None when it would judge it."""
+    from .finder import in_roi, roi_pixels
+
+    d = settings.detector
+    if face.width < d.min_face:
+        return f"too small (detector.min_face {d.min_face})"
+    if not in_roi(face.box, roi_pixels(d.roi, shape[1], shape[0])):
+        return "outside the doorway region (detector.roi)"
+    return None
+
+
+def describe_faces(faces: list[Face], settings: Settings, shape: tuple[int, ...]) -> str:
+    """Each face of the check's frame, left to right, as the gate would take it: its width, and whether
+    it is judged. When faces are seen but none would be judged, says what to change: an installer aims
+    the camera by this line."""
+    if not faces:
+        return "no face in the frame (stand where customers stop to see what the gate sees)"
+    why = [ignored_because(f, settings, shape) for f in faces]
+    parts = [f"{f.width} px, " + (f"{w}: ignored" if w else "judged") for f, w in zip(faces, why, strict=True)]
+    text = f"{len(faces)} face(s) in the frame, left to right: " + "; ".join(parts)
+    if all(why):
+        fixes = []
+        if any(w and w.startswith("too small") for w in why):
+            fixes.append(f"a face must be at least detector.min_face ({settings.detector.min_face}) px wide "
+                         "where customers stop: move the camera closer or raise the source resolution")
+        if any(w and w.startswith("outside") for w in why):
+            fixes.append("its centre must lie inside detector.roi: widen the region or re-aim the camera")
+        text += ". The gate would ignore every face here: " + "; ".join(fixes)
+    return text
 
 
 def format_table(results: list[CheckResult]) -> str:
