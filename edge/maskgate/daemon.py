@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import clock_synced as default_clock_synced
 from .config import Settings, load_config
@@ -26,14 +26,17 @@ from .errors import ConfigFileError, SourceError
 from .eventlog import EventLog, events_dir, read_events, summarise
 from .events import DecisionEvent, DecisionEvents, Observer
 from .health import Health, HealthMonitor
-from .httpd import HttpServer, start_http
-from .mqtt import MqttPublisher
 from .outputs import Outputs
 from .pipeline import Pipeline, build_classifier, build_detector
 from .sdnotify import Notifier
 from .snapshots import SnapshotSaver, blur_detector
 from .sources import FrameSource, make_source
 from .stats import Stats
+
+if TYPE_CHECKING:  # imported where used: with [http] and [mqtt] off (the defaults) the daemon never
+    # loads http.server, http.client or ssl, about 6 MB of resident memory on this machine
+    from .httpd import HttpServer
+    from .mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class Reporting:
                 self.decisions.sinks.append(self.event_log)
                 log.info("event log: %s", self.event_log.path)
             if settings.mqtt.enabled:
+                from .mqtt import MqttPublisher
+
                 self.mqtt = MqttPublisher(settings.mqtt, timezone=settings.schedule.timezone,
                                           counts=self._today_counts(settings))
                 self.decisions.sinks.append(self.mqtt)
@@ -187,6 +192,8 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
     try:
         sinks = list(decision_sinks or [])
         if settings.http.enabled:
+            from .httpd import start_http
+
             http = start_http(settings, stats, clock_synced=clock)
             sinks += http.board.decision_sinks()
             if on_http is not None:

@@ -11,8 +11,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from .errors import DownloadError, ModelError
@@ -81,6 +79,9 @@ def find_yunet(configured: str | Path | None = None, *, download: bool = True,
 
 def fetch_yunet(url: str = YUNET_URL, dest: Path | None = None, timeout: float = 30.0) -> Path:
     """Download the YuNet model to ``dest`` (default: the cache), verify it, and return its path."""
+    import urllib.error  # here, not at the top: the daemon with a cached model never loads urllib or ssl
+    import urllib.request
+
     dest = dest or cache_dir() / YUNET_FILE
     if dest.exists():
         try:
