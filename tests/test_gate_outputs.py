@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from gpiozero import OutputDevice
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.config import DEFAULT_PINS, OutputSettings, PinSettings
+from maskgate.config import DEFAULT_PINS, OutputSettings, PinSettings, Settings
 from maskgate.decider import Plan
-from maskgate.errors import ConfigError
+from maskgate.errors import ConfigError, GpioError
 from maskgate.outputs import Outputs, make_pin_factory
 
 
@@ -193,3 +196,41 @@ def test_pin_factory_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(make_pin_factory(""), MockFactory)
     with pytest.raises(ConfigError, match="outputs.pin_factory: unknown gpiozero pin factory"):
         make_pin_factory("banana")
+
+
+class NoAccessFactory(MockFactory):
+    """A pin library that cannot open one pin, as RPi.GPIO without access to /dev/gpiomem."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def pin(self, name: Any, pin_class: Any = None, **kwargs: Any) -> Any:
+        if name == self.bad:
+            raise RuntimeError("No access to /dev/mem.  Try running as root!")
+        return super().pin(name, pin_class, **kwargs)
+
+
+def test_a_pin_that_cannot_be_set_up_is_a_gpio_error_naming_it_and_the_relay_is_released_off() -> None:
+    factory = NoAccessFactory(DEFAULT_PINS["buzzer"])
+    with pytest.raises(GpioError) as err:
+        Outputs(OutputSettings(), factory)
+    msg = str(err.value)
+    assert msg.startswith(f"outputs.pins.buzzer: cannot set up GPIO {DEFAULT_PINS['buzzer']} with NoAccessFactory")
+    assert "No access to /dev/mem" in msg and "python3-lgpio" in msg and "group gpio" in msg
+    assert isinstance(err.value, OSError)
+    relay = factory.pin(DEFAULT_PINS["relay"])
+    assert [s.state for s in relay.states] == [False]  # driven off at start, never on
+    for name in ("relay", "green", "red"):  # released: a later gate (or the failsafe) can take the pins
+        OutputDevice(DEFAULT_PINS[name], pin_factory=factory).close()
+
+
+def test_the_self_test_reports_a_gpio_it_cannot_use_and_still_checks_camera_and_models(scenes_dir: Path) -> None:
+    from maskgate.cmd_check import FAIL, PASS, run_checks
+    from maskgate.config import replace
+
+    s = replace(Settings(), source={"type": "replay", "device": str(scenes_dir / "images" / "maksssksksss15.jpg")})
+    res = {r.name: r for r in run_checks(s, pin_factory=NoAccessFactory(DEFAULT_PINS["relay"]), blink=0.01)}
+    assert res["GPIO"].result == FAIL and "outputs.pins.relay" in res["GPIO"].detail, res["GPIO"]
+    assert res["GPIO"].fix and "python3-lgpio" in res["GPIO"].fix
+    assert [res[n].result for n in ("camera", "face detector", "classifier")] == [PASS] * 3

@@ -84,3 +84,23 @@ def test_detector_finds_annotated_faces(scenes_dir: Path) -> None:
     faces = det.detect(img)
     assert len(faces) >= 2
     assert all(0 <= f.box[0] and f.box[0] + f.box[2] <= img.shape[1] for f in faces)
+
+
+def test_the_installed_services_copy_is_used_before_downloading(
+        yunet_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sudo -u maskgate maskgate check` on a Pi: no $STATE_DIRECTORY outside systemd, so the user's cache
+    is empty; the copy install.sh fetched into the service's state directory is found, not downloaded again."""
+    service = tmp_path / "var-lib-maskgate" / "models"
+    service.mkdir(parents=True)
+    (service / YUNET_FILE).write_bytes(yunet_path.read_bytes())
+    monkeypatch.setattr("maskgate.model_store.SERVICE_MODELS", service)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+    def no_download(*_a: object, **_k: object) -> Path:
+        raise AssertionError("downloaded although the service's copy is there")
+    monkeypatch.setattr("maskgate.model_store.fetch_yunet", no_download)
+    assert find_yunet() == service / YUNET_FILE
+    (service / YUNET_FILE).write_bytes(b"\x08\x01" * 100)  # a damaged copy is refused, never used
+    with pytest.raises(ModelError, match="does not match"):
+        find_yunet()

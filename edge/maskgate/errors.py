@@ -44,5 +44,9 @@ class ConfigFileError(ConfigError):
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n  " + "\n  ".join(self.problems))
 
 
+class GpioError(MaskgateError, OSError):
+    """An output or input pin could not be set up (no GPIO access, a pin in use, no pin library)."""
+
+
 class FrameError(MaskgateError, ValueError):
     """One frame could not be read or decoded; the source itself is still usable."""

@@ -1,8 +1,10 @@
 """Find, download and verify the YuNet face-detector model.
 
 Order: the configured path, then the cache (``$XDG_CACHE_HOME/maskgate`` or, under systemd,
-``$STATE_DIRECTORY``), then a one-time download from OpenCV Zoo at a pinned revision. Every file is
-checked against its sha256; a Git LFS pointer or any other wrong file is refused.
+``$STATE_DIRECTORY``), then the installed service's copy (:data:`SERVICE_MODELS`, read only: so
+``maskgate check`` or ``classify`` run by hand on a Pi use the file the installer fetched), then a
+one-time download from OpenCV Zoo at a pinned revision. Every file is checked against its sha256; a
+Git LFS pointer or any other wrong file is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ YUNET_REVISION = "fef72f8fa7c52eaf116d3df358d24e6e959ada0e"
 YUNET_URL = (f"https://github.com/opencv/opencv_zoo/raw/{YUNET_REVISION}/models/"
              f"face_detection_yunet/{YUNET_FILE}")
 _LFS_MAGIC = b"version https://git-lfs"
+SERVICE_MODELS = Path("/var/lib/maskgate/models")
+"""The service's state directory's models (``systemd/install.sh`` fetches the detector there); outside
+systemd, where ``$STATE_DIRECTORY`` is unset, it is looked in before downloading."""
 
 
 def cache_dir() -> Path:
@@ -72,6 +77,9 @@ def find_yunet(configured: str | Path | None = None, *, download: bool = True,
     cached = cache_dir() / YUNET_FILE
     if cached.exists():
         return verify(cached)
+    installed = SERVICE_MODELS / YUNET_FILE
+    if installed != cached and os.access(installed, os.R_OK):
+        return verify(installed)
     if not download:
         raise ModelError(f"{cached}: detector model not in the cache; run `maskgate models fetch`")
     return fetch_yunet(url=url, dest=cached)

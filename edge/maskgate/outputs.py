@@ -14,6 +14,7 @@ switched off is retried by the safety thread every 50 ms until it can.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 from .config import OutputSettings
 from .decider import Plan
-from .errors import ConfigError
+from .errors import ConfigError, GpioError
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +116,42 @@ class Outputs:
         self.on_pulse: list[Callable[[], None]] = []
         """Called (outside the lock) each time a relay pulse starts (the relay goes from off to on)."""
         p, f = settings.pins, self.factory
-        self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
-                                  pin_factory=f)
-        led = _guarded(LED)
-        self.green = led(p.green, initial_value=False, pin_factory=f)
-        self.red = led(p.red, initial_value=False, pin_factory=f)
-        self.buzzer = _guarded(Buzzer)(p.buzzer, initial_value=False, pin_factory=f)
+        self.button = None
+        made: list[Any] = []
+        name, pin = "relay", p.relay
+        try:
+            self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
+                                      pin_factory=f)
+            made.append(self.relay)
+            led = _guarded(LED)
+            name, pin = "green", p.green
+            self.green = led(p.green, initial_value=False, pin_factory=f)
+            made.append(self.green)
+            name, pin = "red", p.red
+            self.red = led(p.red, initial_value=False, pin_factory=f)
+            made.append(self.red)
+            name, pin = "buzzer", p.buzzer
+            self.buzzer = _guarded(Buzzer)(p.buzzer, initial_value=False, pin_factory=f)
+            made.append(self.buzzer)
+            if settings.button:
+                name, pin = "button", p.button
+                self.button = Button(p.button, pull_up=True, bounce_time=settings.button_bounce or None,
+                                     pin_factory=f)
+        except Exception as exc:  # each pin library fails its own way: no /dev/gpiomem access, a pin in use, ...
+            for dev in reversed(made):  # the relay first made is released off again
+                with contextlib.suppress(Exception):
+                    dev.close()
+            from gpiozero import Device
+
+            chosen = f if f is not None else Device.pin_factory  # gpiozero's default: the first that loads
+            used = type(chosen).__name__ if chosen is not None else "no pin factory"
+            raise GpioError(f"outputs.pins.{name}: cannot set up GPIO {pin} with {used} "
+                            f"({type(exc).__name__}: {exc}). On a Pi: `sudo apt install python3-lgpio` (the "
+                            "venv sees it with --system-site-packages), the service user in group gpio, and "
+                            "no other program holding the pin") from exc
         for name in ("green", "red", "buzzer"):
             getattr(self, name).on_blink_error = lambda exc, name=name: self._blink_failed(name, exc)
-        self.button = None
-        if settings.button:
-            self.button = Button(p.button, pull_up=True, bounce_time=settings.button_bounce or None,
-                                 pin_factory=f)
+        if self.button is not None:
             self.button.when_pressed = self._pressed
         self._wake = threading.Event()
         self._safety = threading.Thread(target=self._safety_loop, name="relay-safety", daemon=True)
