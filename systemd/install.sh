@@ -107,6 +107,10 @@ R=${ROOT%/}  # prefix for every path we touch; empty for the running system
 LIVE=0
 [[ -z $R ]] && LIVE=1
 ((LIVE)) || DO_APT=0
+# RUNNING: systemd manages this system right now. Not in a chroot or container (an image being built,
+# an emulated Pi): there units are written and enabled on disk, and nothing is reloaded or started.
+RUNNING=0
+((LIVE)) && [[ -d /run/systemd/system ]] && RUNNING=1
 
 # --- small helpers ------------------------------------------------------------------------------
 
@@ -189,10 +193,10 @@ ensure_user() {
 }
 
 systemctl_() {
-  if ((LIVE)); then systemctl "$@"; else systemctl --root="$ROOT" "$@"; fi
+  if ((RUNNING)); then systemctl "$@"; else systemctl --root="$ROOT" "$@"; fi
 }
 
-service_active() { ((LIVE)) && systemctl is-active --quiet "$UNIT"; }
+service_active() { ((RUNNING)) && systemctl is-active --quiet "$UNIT"; }
 
 restart_if_running() {
   if service_active; then
@@ -365,7 +369,7 @@ install_unit() {
   if [[ -f $SOURCE/hardware/README.md ]]; then
     put_file "$SOURCE/hardware/README.md" "$PREFIX/share/hardware.md" 0644 root root
   fi
-  ((LIVE)) && systemctl daemon-reload
+  ((RUNNING)) && systemctl daemon-reload
   if ((DO_ENABLE)); then
     systemctl_ is-enabled --quiet "$UNIT" 2>/dev/null || systemctl_ enable "$UNIT"
   fi
@@ -399,11 +403,11 @@ do_rollback() {
 
 do_uninstall() {
   if [[ -e $R$UNIT_DIR/$UNIT ]]; then
-    if ((LIVE)); then systemctl disable --now "$UNIT" || true; else systemctl_ disable "$UNIT" || true; fi
+    if ((RUNNING)); then systemctl disable --now "$UNIT" || true; else systemctl_ disable "$UNIT" || true; fi
   fi
-  if ((LIVE)) && systemctl is-active --quiet "$FAILSAFE_UNIT"; then systemctl stop "$FAILSAFE_UNIT" || true; fi
+  if ((RUNNING)) && systemctl is-active --quiet "$FAILSAFE_UNIT"; then systemctl stop "$FAILSAFE_UNIT" || true; fi
   rm -rf "$R${UNIT_DIR:?}/${UNIT:?}" "$R$UNIT_DIR/$UNIT.d" "$R$UNIT_DIR/${FAILSAFE_UNIT:?}" "$R${PREFIX:?}"
-  ((LIVE)) && systemctl daemon-reload
+  ((RUNNING)) && systemctl daemon-reload
   say "removed the service and $PREFIX"
   if ((PURGE)); then
     rm -rf "$R$ETC" "$R$STATE"
