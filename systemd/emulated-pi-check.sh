@@ -120,7 +120,7 @@ inside "cd /opt/src/maskgate && bash systemd/install.sh --detector-url file:///o
   | grep '^maskgate-install' || die "install.sh failed"
 V=/opt/maskgate/current/bin
 inside "$V/python -c 'import platform, numpy, cv2, ai_edge_litert, gpiozero, importlib.metadata as m
-print(platform.machine(), platform.python_version(), \"numpy\", numpy.__version__, numpy.__file__.split(\"/\")[3],
+print(platform.machine(), platform.python_version(), \"numpy\", numpy.__version__, \"from\", numpy.__file__.rsplit(\"/\", 2)[0],
       \"opencv\", cv2.__version__, \"ai-edge-litert\", m.version(\"ai-edge-litert\"), \"gpiozero\", m.version(\"gpiozero\"))'"
 inside "$V/maskgate config check /etc/maskgate/maskgate.toml"
 
@@ -155,7 +155,7 @@ EOF
 # --- a synthetic door, here and there -----------------------------------------------------------
 for c in with_mask without_mask incorrect_mask; do
   mkdir -p "$WORK/faces/$c"
-  find "$SHARED/data/faces/$c" -type f | sort | head -n "$FACES" | xargs -I{} cp {} "$WORK/faces/$c/"
+  find "$SHARED/data/faces/$c" -type f | sort | sed -n "1,${FACES}p" | xargs -I{} cp {} "$WORK/faces/$c/"
 done
 DEMO="demo --source synthetic --faces faces --fast --visits 12 --seed 1"  # split into words on purpose
 inside "cd /tmp/maskgate-check && $V/maskgate $DEMO --detector-model /var/lib/maskgate/models" \
