@@ -12,8 +12,9 @@
 #   - checks the installed config;
 #   - classifies every scene photo (`maskgate classify --json`) and compares boxes, labels and scores
 #     with --host-maskgate on the same photos;
-#   - plays a seeded synthetic door (`maskgate demo`) of the first N faces of each class and compares
-#     its decision lines with the host's;
+#   - plays a seeded synthetic door (`maskgate demo`) of the first N faces of each class: the door's
+#     actions (openings, alarms and their frames) must match the host's; other differing decision
+#     lines are listed;
 #   - runs the installer's self-test as the service user (`maskgate check`): GPIO fails (there is no
 #     GPIO under emulation); camera (a photo), detector and classifier must pass.
 # What it cannot show: speed and memory (emulated: many times slower, and qemu's own memory), the
@@ -21,7 +22,8 @@
 #
 # Needs root, network access to Debian's archive and PyPI, and about 1.5 GB in DIR. Installs
 # debootstrap and qemu-user-static on this machine if missing, registers qemu for arm64 binaries
-# (binfmt_misc), and reuses DIR's root on a second run. Exit status 0 only if every comparison matched.
+# (binfmt_misc), and reuses DIR's root on a second run. Exit status 0 only if classify and the door's
+# actions matched and the self-test passed camera, detector and classifier.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,7 +41,7 @@ while (($#)); do
     --shared) SHARED=$2; shift ;;
     --host-maskgate) HOST_MASKGATE=$2; shift ;;
     --faces) FACES=$2; shift ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
@@ -162,12 +164,21 @@ inside "cd /tmp/maskgate-check && $V/maskgate $DEMO --detector-model /var/lib/ma
   >"$WORK/pi-demo.txt" 2>"$WORK/pi-demo.err"
 # shellcheck disable=SC2086
 (cd "$WORK" && "$HOST_MASKGATE" $DEMO --detector-model "$SHARED/models" >"$WORK/host-demo.txt" 2>/dev/null)
-# lines start with the wall-clock time; the rest (frame, decision, faces, outputs) must match
-if diff <(cut -c14- "$WORK/pi-demo.txt") <(cut -c14- "$WORK/host-demo.txt") >/dev/null; then
-  say "demo: the same $(wc -l <"$WORK/pi-demo.txt") decision lines there and here ($(grep -c 'door open' "$WORK/pi-demo.txt") door openings, $(grep -c 'buzzer' "$WORK/pi-demo.txt") alarms)"
+# Lines start with the wall-clock time; the rest (frame, decision, faces, outputs) is compared. The
+# door's actions (lines with "->": door open, buzzer) must match exactly; other decision lines may
+# differ by a frame (OpenCV's resize rounds differently on NEON and x86 SIMD, and a face at the
+# picture's edge can be found one frame more or less): they are listed, not counted as a failure.
+strip() { cut -c14- "$1"; }
+if diff <(strip "$WORK/pi-demo.txt" | grep -e '->') <(strip "$WORK/host-demo.txt" | grep -e '->') >/dev/null; then
+  say "demo: the same door actions at the same frames there and here: $(grep -c 'door open' "$WORK/pi-demo.txt") door openings, $(grep -c 'buzzer' "$WORK/pi-demo.txt") alarms"
 else
-  say "demo: decision lines differ:"; diff <(cut -c14- "$WORK/pi-demo.txt") <(cut -c14- "$WORK/host-demo.txt") || true
+  say "demo: the door's actions differ:"; diff <(strip "$WORK/pi-demo.txt" | grep -e '->') <(strip "$WORK/host-demo.txt" | grep -e '->') || true
   status=1
+fi
+if diff <(strip "$WORK/pi-demo.txt") <(strip "$WORK/host-demo.txt") >"$WORK/demo.diff"; then
+  say "demo: all $(wc -l <"$WORK/pi-demo.txt") decision lines are the same"
+else
+  say "demo: decision lines that differ (< there, > here):"; cat "$WORK/demo.diff"
 fi
 
 # --- the installer's self-test, as the service user ---------------------------------------------
