@@ -170,7 +170,7 @@ inside "cd /tmp/maskgate-check && $V/maskgate $DEMO --detector-model /var/lib/ma
 # picture's edge can be found one frame more or less): they are listed, not counted as a failure.
 strip() { cut -c14- "$1"; }
 if diff <(strip "$WORK/pi-demo.txt" | grep -e '->') <(strip "$WORK/host-demo.txt" | grep -e '->') >/dev/null; then
-  say "demo: the same door actions at the same frames there and here: $(grep -c 'door open' "$WORK/pi-demo.txt") door openings, $(grep -c 'buzzer' "$WORK/pi-demo.txt") alarms"
+  say "demo: the same door actions at the same frames there and here: $(grep -c 'door open' "$WORK/pi-demo.txt") door openings, $(grep -c 'buzzer' "$WORK/pi-demo.txt") buzzer lines"
 else
   say "demo: the door's actions differ:"; diff <(strip "$WORK/pi-demo.txt" | grep -e '->') <(strip "$WORK/host-demo.txt" | grep -e '->') || true
   status=1
