@@ -138,7 +138,7 @@ class Outputs:
                 self.button = Button(p.button, pull_up=True, bounce_time=settings.button_bounce or None,
                                      pin_factory=f)
         except Exception as exc:  # each pin library fails its own way: no /dev/gpiomem access, a pin in use, ...
-            for dev in reversed(made):  # the relay first made is released off again
+            for dev in reversed(made):  # released for whoever comes next; the relay was driven off first
                 with contextlib.suppress(Exception):
                     dev.close()
             from gpiozero import Device
