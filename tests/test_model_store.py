@@ -44,8 +44,10 @@ def test_download_of_wrong_file_is_refused_and_nothing_left(http_models: str, tm
 
 def test_offline_error_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="Offline\\? Copy") as err:
-        fetch_yunet(url="http://127.0.0.1:9/nothing.onnx", dest=tmp_path / YUNET_FILE, timeout=2)
+        fetch_yunet(url="http://127.0.0.1:9/nothing.onnx", dest=tmp_path / "cache" / "maskgate" / YUNET_FILE,
+                    timeout=2)
     assert "--detector-model PATH" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # the cache folders it made for the download are gone again
 
 
 def test_models_fetch_copies_a_local_file_into_the_cache_after_checking_it(

@@ -9,6 +9,7 @@ Git LFS pointer or any other wrong file is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -96,6 +97,7 @@ def fetch_yunet(url: str = YUNET_URL, dest: Path | None = None, timeout: float =
             return verify(dest)
         except ModelError:
             log.warning("%s: cached file is wrong, downloading again", dest)
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, dest)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".yunet-", suffix=".part")
@@ -116,4 +118,8 @@ def fetch_yunet(url: str = YUNET_URL, dest: Path | None = None, timeout: float =
             "--detector-model PATH (classify, demo, bench)") from exc
     finally:
         tmp.unlink(missing_ok=True)
+        if not dest.exists():  # a failed download leaves no empty cache folders behind
+            for d in made:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
     return dest
