@@ -9,9 +9,9 @@
   folded at conversion; ReLU), global average pooling, one dense softmax over
   ``with_mask, without_mask, incorrect_mask, no_face``. About 2.9 M multiply-adds and 96 k
   parameters: a 141 KB int8 file (the budget is 150 KB), about 60x faster per face than ``seed``
-  (the target is 50x). A wider and deeper variant (233 k parameters, 7.9 M multiply-adds, git
-  branch ``wide``) scored higher but broke both budgets (306 KB, 35x); see README "The model and how
-  it was built". Every op (CONV_2D, DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX, MUL/ADD from
+  (the target is 50x). A wider and deeper variant (233 k parameters, 7.9 M multiply-adds; not kept
+  in the repository) scored higher but broke both budgets (306 KB, 35x); see
+  ``reports/model-experiments.md``. Every op (CONV_2D, DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX, MUL/ADD from
   the input rescale) is integer-only and on the Edge TPU's supported list.
 - ``mobilenetv2``: MobileNetV2 (alpha 1.0, 224x224 RGB) with a 2-class head, like the most popular
   open mask detector's classifier; written for speed comparisons (architecture only).

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="config to measure (default: /etc/maskgate/maskgate.toml if present, else built-in)")
     p.add_argument("--detector-model", default=None, help="YuNet .onnx (default: detector.model, else cache)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON (schema: README, Performance)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON (schema: the README's 'Benchmark a machine')")
     p.add_argument("--compare", action="store_true",
                    help="also measure the float, seed and MobileNetV2 classifiers, AIZOO and Haar + maskgate")
     p.add_argument("--models", type=Path, default=Path("bench-models"),
