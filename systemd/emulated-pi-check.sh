@@ -18,7 +18,7 @@
 #   - runs the installer's self-test as the service user (`maskgate check`): GPIO fails (there is no
 #     GPIO under emulation); camera (a photo), detector and classifier must pass.
 # What it cannot show: speed and memory (emulated: many times slower, and qemu's own memory), the
-# camera, GPIO, systemd running the service.
+# camera, GPIO, systemd running the service (systemd-container-check.sh does that).
 #
 # Needs root, network access to Debian's archive and PyPI, and about 1.5 GB in DIR. Installs
 # debootstrap and qemu-user-static on this machine if missing, registers qemu for arm64 binaries

@@ -132,7 +132,8 @@ say "booted: $(inside 'systemctl --version | head -1'), system $(inside 'systemc
 # --- install as on a Pi -------------------------------------------------------------------------
 say "install.sh inside ($(git -C "$REPO" rev-parse --short HEAD))"
 inside "cd /opt/src/maskgate && bash systemd/install.sh --detector-url file:///opt/src/$YUNET" \
-  | grep '^maskgate-install' || die "install.sh failed"
+  >"$ROOT.install.log" 2>&1 || { cat "$ROOT.install.log"; die "install.sh failed"; }
+grep '^maskgate-install' "$ROOT.install.log"
 
 show() { inside "systemctl show maskgate -p $1 --value"; }
 pid() { show MainPID; }
