@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Install maskgate with systemd/install.sh into a Debian 12 (bookworm) container that boots its own
-# systemd, and check the service as systemd runs it: the hardened unit, the notify protocol, reload,
-# stop, restart after a crash, the watchdog, and the fail-safe unit at the start limit.
+# Install maskgate with systemd/install.sh into a Debian container that boots its own systemd, and
+# check the service as systemd runs it: the hardened unit, the notify protocol, reload, stop, restart
+# after a crash, the watchdog, and the fail-safe unit at the start limit.
 #
-#   sudo systemd/systemd-container-check.sh [--root DIR] [--shared DIR] [--keep]
+#   sudo systemd/systemd-container-check.sh [--suite bookworm|trixie] [--root DIR] [--shared DIR] [--keep]
 #
-# The container is debootstrap's Debian 12 for this machine's architecture, booted with
-# `systemd-nspawn -b`: a real systemd 252 as its PID 1 (Raspberry Pi OS Bookworm has the same
-# systemd), so the unit's sandbox (ProtectSystem=strict, the system call filter, no capabilities,
-# DevicePolicy=closed ...) is really applied. There is no camera and no GPIO in it, so after a first
+# The container is debootstrap's Debian 12 (bookworm, the default) or 13 (trixie) for this machine's
+# architecture, booted with `systemd-nspawn -b`: a real systemd as its PID 1 (252 on bookworm, 257 on
+# trixie: the versions Raspberry Pi OS Bookworm and Trixie run), so the unit's sandbox
+# (ProtectSystem=strict, the system call filter, no capabilities, DevicePolicy=closed ...) is really
+# applied. There is no camera and no GPIO in it, so after a first
 # check with the installed default config (picamera2 and real pins: the start fails, systemd gives up
 # after 5 starts and starts maskgate-failsafe.service), the config replays photos of
 # $SHARED/data/scenes (held 2 s each, looped) through the `journal` pin factory: mock pins that
@@ -29,19 +30,20 @@
 #   stop                     `systemctl stop`: result success, the relay's last write is off
 #   SIGKILL                  systemd restarts it; the new process drives the relay off first
 #   watchdog                 a frozen process (SIGSTOP) is killed by systemd's watchdog (30 s) and
-#                            restarted, relay off
+#                            restarted
 #   start limit              6 kills in a row: unit failed, maskgate-failsafe.service runs (relay
 #                            off, red and green blinking together); `systemctl start maskgate`
 #                            stops the fail-safe (Conflicts=) and the gate runs again
 #
 # Needs root, network access to Debian's archive and PyPI, and about 1 GB in DIR (reused on a second
-# run). Installs debootstrap and systemd-container on this machine if missing. Takes about 5 minutes
-# (10 the first time). --keep leaves the container running and prints how to enter it.
+# run). Installs debootstrap and systemd-container on this machine if missing. Takes about 3 minutes
+# (a minute more the first time). --keep leaves the container running and prints how to enter it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-ROOT=/var/tmp/maskgate-systemd-root
+SUITE=bookworm
+ROOT=
 SHARED=${MASKGATE_SHARED:-$REPO/../shared}
 KEEP=0
 MIRROR=http://deb.debian.org/debian
@@ -52,6 +54,7 @@ PHOTOS=(10 125 146 16 165 170 172 193 196 20)
 
 while (($#)); do
   case $1 in
+    --suite) SUITE=$2; shift ;;
     --root) ROOT=$2; shift ;;
     --shared) SHARED=$2; shift ;;
     --keep) KEEP=1 ;;
@@ -61,6 +64,8 @@ while (($#)); do
   shift
 done
 
+[[ $SUITE == bookworm || $SUITE == trixie ]] || { echo "--suite: bookworm or trixie (got $SUITE)" >&2; exit 2; }
+ROOT=${ROOT:-/var/tmp/maskgate-systemd-$SUITE}
 say() { printf 'systemd-check: %s\n' "$*"; }
 die() { printf 'systemd-check: error: %s\n' "$*" >&2; exit 1; }
 FAILED=0
@@ -84,10 +89,10 @@ fi
 
 # --- the container's root -----------------------------------------------------------------------
 if [[ ! -x $ROOT/lib/systemd/systemd || ! -x $ROOT/usr/bin/python3 ]]; then
-  say "debootstrap bookworm into $ROOT (a few minutes)"
+  say "debootstrap $SUITE into $ROOT (a few minutes)"
   debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,python3-numpy,ca-certificates,passwd,sudo,procps \
-    bookworm "$ROOT" "$MIRROR" >/dev/null
+    "$SUITE" "$ROOT" "$MIRROR" >/dev/null
 fi
 # this machine's CA bundle and resolver: apt and pip inside behave as here (proxies included)
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
@@ -127,7 +132,7 @@ for _ in $(seq 120); do
   kill -0 "$NSPAWN" 2>/dev/null || { cat "$LOG"; die "the container did not boot"; }
   sleep 1
 done
-say "booted: $(inside 'systemctl --version | head -1'), system $(inside 'systemctl is-system-running')"
+say "booted $SUITE: $(inside 'systemctl --version | head -1'), $(inside 'python3 --version'), system $(inside 'systemctl is-system-running')"
 
 # --- install as on a Pi -------------------------------------------------------------------------
 say "install.sh inside ($(git -C "$REPO" rev-parse --short HEAD))"

@@ -225,6 +225,58 @@ def test_a_pin_that_cannot_be_set_up_is_a_gpio_error_naming_it_and_the_relay_is_
         OutputDevice(DEFAULT_PINS[name], pin_factory=factory).close()
 
 
+def _default_factory_after(fallbacks: list[str], result: Any) -> Any:
+    """A stand-in for gpiozero's default pin factory search: a fallback warning per library that
+    will not load (as off a Pi), then ``result`` (a factory, or an exception to raise)."""
+    import warnings
+
+    from gpiozero.exc import PinFactoryFallback
+
+    def search() -> Any:
+        for f in fallbacks:
+            warnings.warn(PinFactoryFallback(f"Falling back from {f}"), stacklevel=2)
+        if isinstance(result, Exception):
+            raise result
+        return result
+    return staticmethod(search)
+
+
+def test_gpiozeros_fallback_warnings_become_log_lines_and_the_error_lists_what_was_tried(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import warnings
+
+    from gpiozero import Device
+    from gpiozero.exc import BadPinFactory
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    tried = ["lgpio: No module named 'lgpio'", "rpigpio: No module named 'RPi'"]
+    monkeypatch.setattr(Device, "_default_pin_factory",
+                        _default_factory_after(tried, BadPinFactory("Unable to load any default pin factory!")))
+    caplog.set_level("INFO", logger="maskgate.outputs")
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(GpioError) as err:
+        warnings.simplefilter("always")
+        Outputs(OutputSettings())
+    assert not caught  # before: two-line warnings on stderr (the journal) at every start
+    assert str(err.value).startswith("outputs.pins.relay: cannot set up GPIO 22 with no pin factory (BadPinFactory: "
+                                     "Unable to load any default pin factory!; tried lgpio: No module named "
+                                     "'lgpio'; rpigpio: No module named 'RPi')")
+    assert [r.getMessage() for r in caplog.records if r.name == "maskgate.outputs"] == \
+        [f"gpiozero pin factory: Falling back from {t}" for t in tried]
+
+    # a library further down the list loads: the gate runs, the fallbacks are logged, nothing warns
+    caplog.clear()
+    monkeypatch.setattr(Device, "_default_pin_factory", _default_factory_after(tried[:1], MockFactory()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = Outputs(OutputSettings())
+    try:
+        assert not caught and isinstance(out.relay.pin_factory, MockFactory) and not out.relay.value
+        assert any("Falling back from lgpio" in r.getMessage() for r in caplog.records)
+    finally:
+        out.close()
+
+
 def test_the_self_test_reports_a_gpio_it_cannot_use_and_still_checks_camera_and_models(scenes_dir: Path) -> None:
     from maskgate.cmd_check import FAIL, PASS, run_checks
     from maskgate.config import replace

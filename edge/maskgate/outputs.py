@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -61,6 +62,27 @@ def make_pin_factory(name: str = "") -> Any:
         return found[0].load()()
     except Exception as exc:  # each backend fails its own way off a Pi
         raise ConfigError(f"outputs.pin_factory: cannot start {name!r} ({exc})") from exc
+
+
+@contextlib.contextmanager
+def _fallbacks_logged(tried: list[str]) -> Any:
+    """gpiozero's default pin factory tries lgpio, rpigpio, pigpio and native in turn and warns
+    (``PinFactoryFallback``) for each that will not load; off a Pi, or on one without python3-lgpio,
+    that is four two-line warnings in the journal at every start. They become one log line each,
+    and ``tried`` collects them for the error if none loads. Other warnings pass through."""
+    from gpiozero.exc import PinFactoryFallback
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, PinFactoryFallback):
+                    tried.append(str(w.message).removeprefix("Falling back from "))
+                    log.info("gpiozero pin factory: %s", w.message)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 class _BlinkGuard:
@@ -119,9 +141,11 @@ class Outputs:
         self.button = None
         made: list[Any] = []
         name, pin = "relay", p.relay
+        tried: list[str] = []
         try:
-            self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
-                                      pin_factory=f)
+            with _fallbacks_logged(tried):  # the first device picks gpiozero's default factory, if none is set
+                self.relay = OutputDevice(p.relay, active_high=settings.relay_active_high, initial_value=False,
+                                          pin_factory=f)
             made.append(self.relay)
             led = _guarded(LED)
             name, pin = "green", p.green
@@ -145,8 +169,9 @@ class Outputs:
 
             chosen = f if f is not None else Device.pin_factory  # gpiozero's default: the first that loads
             used = type(chosen).__name__ if chosen is not None else "no pin factory"
+            why = f"{type(exc).__name__}: {exc}" + (f"; tried {'; '.join(tried)}" if tried else "")
             raise GpioError(f"outputs.pins.{name}: cannot set up GPIO {pin} with {used} "
-                            f"({type(exc).__name__}: {exc}). On a Pi: `sudo apt install python3-lgpio` (the "
+                            f"({why}). On a Pi: `sudo apt install python3-lgpio` (the "
                             "venv sees it with --system-site-packages), the service user in group gpio, and "
                             "no other program holding the pin") from exc
         for name in ("green", "red", "buzzer"):
