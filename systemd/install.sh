@@ -15,7 +15,8 @@
 #   /opt/maskgate/share/                    INSTALL.md, hardware notes
 #   /etc/maskgate/maskgate.toml             your config: created once, never overwritten
 #   /etc/maskgate/maskgate.example.toml     the current version's documented defaults (refreshed)
-#   /etc/systemd/system/maskgate.service    (+ maskgate.service.d/coral-usb.conf with --coral)
+#   /etc/systemd/system/maskgate.service    (+ maskgate.service.d/coral-usb.conf with --coral, and
+#                                           restart-mode.conf where systemd is 254 or newer)
 #   /etc/systemd/system/maskgate-failsafe.service  started by systemd only when it gives up on the gate
 #   /var/lib/maskgate/models/               the YuNet detector (the service's $STATE_DIRECTORY)
 #   user and group maskgate, member of gpio and video (plugdev with --coral)
@@ -355,10 +356,37 @@ fetch_model() {
   set_attrs "$R$dest" 0640 "$(id_of passwd "$USER_NAME")" "$(id_of group "$USER_NAME")"
 }
 
+# The target's systemd version: the running one's, or (--root) read off the name of the shared library
+# in the tree (libsystemd-shared-257.so); 0 when there is none.
+systemd_version() {
+  local lib
+  if ((LIVE)) && command -v systemctl >/dev/null; then
+    systemctl --version | awk 'NR == 1 { print $2 + 0; exit }'
+    return
+  fi
+  for lib in "$R"/usr/lib/systemd/libsystemd-shared-*.so "$R"/usr/lib/*/systemd/libsystemd-shared-*.so; do
+    [[ -e $lib ]] || continue
+    lib=${lib##*/libsystemd-shared-}
+    echo "${lib%%[!0-9]*}"
+    return
+  done
+  echo 0
+}
+
 install_unit() {
+  local restart_mode=$UNIT_DIR/$UNIT.d/restart-mode.conf
   ensure_dir "$UNIT_DIR" 0755 root root
   put_file "$SCRIPT_DIR/$UNIT" "$UNIT_DIR/$UNIT" 0644 root root
   put_file "$SCRIPT_DIR/$FAILSAFE_UNIT" "$UNIT_DIR/$FAILSAFE_UNIT" 0644 root root
+  # systemd 254+ starts OnFailure= (the fail-safe) at every automatic restart unless RestartMode=direct;
+  # older versions do not know the key (see the drop-in)
+  if (($(systemd_version) >= 254)); then
+    ensure_dir "$UNIT_DIR/$UNIT.d" 0755 root root
+    put_file "$SCRIPT_DIR/$UNIT.d/restart-mode.conf" "$restart_mode" 0644 root root
+  elif [[ -e $R$restart_mode ]]; then
+    rm -f "$R$restart_mode"
+    say "removed $restart_mode (systemd $(systemd_version) does not know RestartMode=)"
+  fi
   if ((CORAL)); then
     ensure_dir "$UNIT_DIR/$UNIT.d" 0755 root root
     put_file "$SCRIPT_DIR/$UNIT.d/coral-usb.conf" "$UNIT_DIR/$UNIT.d/coral-usb.conf" 0644 root root

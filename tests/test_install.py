@@ -30,6 +30,7 @@ INSTALL = REPO / "systemd" / "install.sh"
 UNIT = REPO / "systemd" / "maskgate.service"
 FAILSAFE = REPO / "systemd" / "maskgate-failsafe.service"
 CORAL = REPO / "systemd" / "maskgate.service.d" / "coral-usb.conf"
+RESTART_MODE = REPO / "systemd" / "maskgate.service.d" / "restart-mode.conf"
 EXAMPLE = REPO / "edge" / "maskgate" / "data" / "maskgate.example.toml"
 MAX_EXPOSURE = 3.0
 
@@ -289,6 +290,28 @@ def test_coral_drop_in_and_group(tools: dict[str, str], tmp_path: Path) -> None:
     snap = _snapshot(root)
     _install(root, "--no-venv", "--no-fetch", "--coral")
     assert _snapshot(root) == snap
+
+
+def test_restart_mode_drop_in_only_where_systemd_knows_it(tools: dict[str, str], tmp_path: Path) -> None:
+    """systemd 254+ starts OnFailure= (the fail-safe) at every automatic restart unless RestartMode=direct
+    (seen on Trixie's 257 in systemd-container-check.sh); 252 (Bookworm) warns about the unknown key."""
+    root = _seed_root(tmp_path / "root")
+    lib = root / "usr/lib/aarch64-linux-gnu/systemd"
+    lib.mkdir(parents=True)
+    (lib / "libsystemd-shared-257.so").touch()
+    out = _install(root, "--no-venv", "--no-fetch").stdout
+    drop_in = root / "etc/systemd/system/maskgate.service.d/restart-mode.conf"
+    assert "wrote /etc/systemd/system/maskgate.service.d/restart-mode.conf" in out
+    assert drop_in.read_bytes() == RESTART_MODE.read_bytes() and stat.S_IMODE(drop_in.stat().st_mode) == 0o644
+    assert "\nRestartMode=direct\n" in drop_in.read_text()
+    snap = _snapshot(root)
+    _install(root, "--no-venv", "--no-fetch")
+    assert _snapshot(root) == snap
+
+    (lib / "libsystemd-shared-257.so").rename(lib / "libsystemd-shared-252.so")  # an image moved back to Bookworm
+    out = _install(root, "--no-venv", "--no-fetch").stdout
+    assert not drop_in.exists() and "systemd 252 does not know RestartMode=" in out
+    assert not any("RestartMode" in f.read_text() for f in (root / "etc/systemd/system").rglob("*") if f.is_file())
 
 
 def test_install_upgrade_rollback_uninstall_with_a_venv(tools: dict[str, str], tmp_path: Path,
