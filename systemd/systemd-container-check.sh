@@ -17,6 +17,7 @@
 # across stops, crashes and restarts. A drop-in (as `systemctl edit` would write) sets its path.
 #
 # Checks, each printed with what it saw; exit status 0 only if all pass:
+#   systemd-analyze verify   the installed units and drop-ins, as this systemd reads them: no output
 #   default config, no GPIO  start fails (exit 2, "cannot set up GPIO 22"), 5 restarts, then the
 #                            start limit and OnFailure= starts maskgate-failsafe.service, once
 #   start                    active (running) after READY=1, with a STATUS= line
@@ -155,6 +156,10 @@ wait_for() {  # wait_for SECONDS COMMAND: until COMMAND (inside) succeeds
 inside "systemctl stop maskgate maskgate-failsafe; rm -f /etc/systemd/system/maskgate*.service.d/check-pins.conf
   cp /etc/maskgate/maskgate.example.toml /etc/maskgate/maskgate.toml
   systemctl daemon-reload; systemctl reset-failed maskgate maskgate-failsafe" >/dev/null 2>&1 || true
+verify=$(inside "systemd-analyze verify maskgate.service maskgate-failsafe.service 2>&1" || true)
+ok [ -z "$verify" ]
+check "systemd-analyze verify" "${verify:-no output} (drop-ins: $(inside 'ls /etc/systemd/system/maskgate.service.d 2>/dev/null | paste -sd " "'))"
+
 t0=$(now)
 inside "systemctl start maskgate" >/dev/null 2>&1 || true
 wait_for 60 "systemctl is-failed --quiet maskgate && ! systemctl is-active --quiet maskgate-failsafe && \
