@@ -311,7 +311,8 @@ def test_restart_mode_drop_in_only_where_systemd_knows_it(tools: dict[str, str],
     (lib / "libsystemd-shared-257.so").rename(lib / "libsystemd-shared-252.so")  # an image moved back to Bookworm
     out = _install(root, "--no-venv", "--no-fetch").stdout
     assert not drop_in.exists() and "systemd 252 does not know RestartMode=" in out
-    assert not any("RestartMode" in f.read_text() for f in (root / "etc/systemd/system").rglob("*") if f.is_file())
+    assert not any(line.startswith("RestartMode=") for f in (root / "etc/systemd/system").rglob("*") if f.is_file()
+                   for line in f.read_text().splitlines())
 
 
 def test_install_upgrade_rollback_uninstall_with_a_venv(tools: dict[str, str], tmp_path: Path,
