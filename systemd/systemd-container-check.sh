@@ -26,6 +26,8 @@
 #   running                  after 40 s: watchdog pings arrive, no restart, allow and deny events
 #                            in /var/lib/maskgate/events; the relay never on longer than relay_max_on
 #                            (15 s) + 0.2 s (a pulse is 5 s; masked people in a row extend it)
+#   status page              bound to 0.0.0.0 with its token from /etc/credstore (LoadCredential=):
+#                            401 without it; /healthz 200 and a frames counter in /metrics with it
 #   reload                   `systemctl reload`: same PID, STATUS "configuration reloaded"; a broken
 #                            file: same PID, STATUS says the running configuration was kept
 #   stop                     `systemctl stop`: result success, the relay's last write is off
@@ -186,7 +188,16 @@ loop = true
 
 [outputs]
 pin_factory = "journal"
+
+[http]
+enabled = true
+host = "0.0.0.0"
+port = 48080
 EOF
+# off loopback the status page needs a token: from systemd's credential store (LoadCredential=), as
+# the README tells a shop to set it up
+inside "install -d -m 0700 /etc/credstore && head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >/etc/credstore/maskgate-http-token
+  chmod 0600 /etc/credstore/maskgate-http-token"
 for unit in maskgate maskgate-failsafe; do
   mkdir -p "$ROOT/etc/systemd/system/$unit.service.d"
   printf '[Service]\nEnvironment=MASKGATE_PIN_JOURNAL=%s\nReadWritePaths=%s\n' "$JOURNAL" "${JOURNAL%/*}" \
@@ -225,6 +236,30 @@ wd_ago=$(($(inside "date +%s") - $(inside "date -d \"\$(systemctl show maskgate 
 ok [ "$(show NRestarts)" = 0 ]; ok [ "$(pid)" = "$P" ]; ok [ "$allows" -ge 1 ]; ok [ "$denies" -ge 1 ]
 ok le "$longest" 15.2; ok le "$wd_ago" 30
 check "running 40 s" "restarts $(show NRestarts), last watchdog ping $wd_ago s ago, events: $allows allow, $denies deny; relay pulses (s): $pulses"
+
+# get PATH [TOKEN]: the status page's answer, from inside the container: "<status> <first line>"
+get() {
+  inside "python3 - $1 ${2:-} <<'PY'
+import sys, urllib.error, urllib.request
+req = urllib.request.Request('http://127.0.0.1:48080' + sys.argv[1])
+if len(sys.argv) > 2:
+    req.add_header('Authorization', 'Bearer ' + sys.argv[2])
+try:
+    with urllib.request.urlopen(req, timeout=5) as r:
+        status, body = r.status, r.read().decode(errors='replace')
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read().decode(errors='replace')
+want = sys.argv[3] if len(sys.argv) > 3 else ''
+lines = [l for l in body.splitlines() if l.startswith(want)] or ['']
+print(status, lines[0][:100])
+PY"
+}
+token=$(inside "cat /etc/credstore/maskgate-http-token")
+no_token=$(get /api/status)
+health=$(get /healthz "$token")
+frames=$(get /metrics "$token maskgate_frames_total")
+ok grep -q "^401 " <<<"$no_token"; ok grep -q "^200 " <<<"$health"; ok grep -q "^200 maskgate_frames_total [1-9]" <<<"$frames"
+check "status page, token from the credential store" "without the token: $no_token; /healthz with it: $health; /metrics: $frames"
 
 inside "systemctl reload maskgate"
 sleep 2
