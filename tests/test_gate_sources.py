@@ -99,6 +99,64 @@ def test_picamera2_missing_is_a_clear_source_error() -> None:
         pytest.skip("picamera2 is installed here")
 
 
+def test_picamera2_source_on_the_fake_camera_cuts_the_stride_and_takes_the_size_libcamera_chose(
+        scenes_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """picamera2 hands a YUV420 stream over as (height * 3 / 2, stride) bytes with each row padded
+    (picamera2's Helpers.make_array); the fake does the same, padding with noise."""
+    from maskgate import fake_picamera2
+    from maskgate.imageio import read_bgr
+
+    img = cv2.resize(read_bgr(scenes_dir / "images" / "maksssksksss15.jpg"), (630, 470))
+    with fake_picamera2.installed([img]) as cams:
+        src = Picamera2Source(630, 470, fps=50.0)
+        src.open()
+        try:
+            frames = [src.read() for _ in range(3)]
+        finally:
+            src.close()
+    (cam,) = cams
+    cfg = cam.camera_config
+    assert cfg is not None and cfg["lores"]["stride"] == 640 and cfg["controls"]["FrameRate"] == 50.0
+    assert cam.closed and not cam.started
+    for f in frames:
+        assert f is not None and f.image.shape == (470, 630, 3)
+        diff = np.abs(f.image.astype(int) - img)
+        assert diff.mean() < 2 and diff[:, -8:].mean() < 2  # the padding's noise is cut off, not shown
+
+    # libcamera gave another size than asked for: the frames have the size it gave, and the log says so
+    with fake_picamera2.installed([img], adjust=(640, 480)), caplog.at_level("WARNING", logger="maskgate.sources"):
+        src = Picamera2Source(630, 470, fps=50.0)
+        src.open()
+        try:
+            f = src.read()
+        finally:
+            src.close()
+    assert f is not None and f.image.shape == (480, 640, 3)
+    assert "the camera gives 640x480 frames (source.width x source.height asks for 630x470)" in caplog.text
+
+    with fake_picamera2.installed([img], fail_start="Camera __init__ sequence did not complete."), \
+            pytest.raises(SourceError, match=r"picamera2: cannot start the camera \(Camera __init__ sequence"):
+        Picamera2Source().open()
+
+
+def test_the_self_test_sees_the_faces_through_the_picamera2_source(scenes_dir: Path) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from maskgate import fake_picamera2
+    from maskgate.cmd_check import PASS, run_checks
+    from maskgate.config import Settings, replace
+    from maskgate.imageio import read_bgr
+
+    img = read_bgr(scenes_dir / "images" / "maksssksksss15.jpg")  # 193x400: libcamera gives 192x400
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    s = replace(Settings(), source={"type": "picamera2", "width": img.shape[1], "height": img.shape[0]})
+    with fake_picamera2.installed([img]):
+        res = {r.name: r for r in run_checks(s, pin_factory=MockFactory(), blink=0.01)}
+    assert res["camera"].result == PASS and res["camera"].detail == f"picamera2: one {w}x{h} frame", res["camera"]
+    assert res["face detector"].result == PASS and "judged" in res["face detector"].detail, res["face detector"]
+    assert res["classifier"].result == PASS, res["classifier"]
+
+
 def test_video_file_replay(tmp_path: Path) -> None:
     path = tmp_path / "v.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))

@@ -436,6 +436,7 @@ class Picamera2Source(ThreadedCapture):
         super().__init__(frame_timeout)
         self.width, self.height, self.fps = width, height, fps
         self._cam: Any = None
+        self._size = (width, height)
 
     def open(self) -> None:
         try:
@@ -451,16 +452,25 @@ class Picamera2Source(ThreadedCapture):
                 lores={"size": (self.width, self.height), "format": "YUV420"},
                 controls={"FrameRate": float(self.fps)}, buffer_count=2)
             cam.configure(cfg)
+            # libcamera may deliver another size than asked for (it adjusts what the sensor and ISP
+            # cannot do); the frames are cut to the size it chose
+            w, h = (int(v) for v in cam.camera_configuration()["lores"]["size"])
             cam.start()
         except Exception as exc:  # libcamera raises many kinds
             raise SourceError(f"picamera2: cannot start the camera ({exc})") from exc
+        if (w, h) != (self.width, self.height):
+            log.warning("picamera2: the camera gives %dx%d frames (source.width x source.height asks for %dx%d)",
+                        w, h, self.width, self.height)
+        self._size = (w, h)
         self._cam = cam
         self._start(cam)
 
     def _grab(self, handle: Any) -> np.ndarray:
+        # picamera2 returns a YUV420 stream as (height * 3 / 2, stride) bytes: rows padded to the
+        # stride, which OpenCV converts as wider pictures; the padding is cut off after
         yuv = handle.capture_array("lores")
         bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
-        return bgr[:, : self.width]
+        return bgr[:, : self._size[0]]
 
     def close(self) -> None:
         released = self._join()
