@@ -26,6 +26,8 @@
 #   running                  after 40 s: watchdog pings arrive, no restart, allow and deny events
 #                            in /var/lib/maskgate/events; the relay never on longer than relay_max_on
 #                            (15 s) + 0.2 s (a pulse is 5 s; masked people in a row extend it)
+#   journal priorities       the daemon's log lines carry their priority (journalctl -p warning shows
+#                            the warnings, not LiteRT's info line) and no time stamp of their own
 #   status page              bound to 0.0.0.0 with its token from /etc/credstore (LoadCredential=):
 #                            401 without it; /healthz 200 and a frames counter in /metrics with it
 #   reload                   `systemctl reload`: same PID, STATUS "configuration reloaded"; a broken
@@ -167,12 +169,12 @@ inside "systemctl start maskgate" >/dev/null 2>&1 || true
 wait_for 60 "systemctl is-failed --quiet maskgate && ! systemctl is-active --quiet maskgate-failsafe && \
   journalctl -u maskgate-failsafe --since '$t0' -o cat | grep -q 'Failed with result'" || true
 restarts=$(show NRestarts)
-gpio=$(journal_since maskgate "$t0" | grep -c 'cannot set up GPIO 22' || true)
+gpio=$(inside "journalctl -u maskgate -p err -o cat --since '$t0'" | grep -c 'cannot set up GPIO 22' || true)
 onfail=$(journal_since maskgate "$t0" | grep -c 'Triggering OnFailure=' || true)
 # OnFailure= once, at the start limit; systemd 254+ would start it at every restart without the
 # installer's RestartMode=direct drop-in
 ok [ "$restarts" = 5 ]; ok [ "$gpio" -ge 1 ]; ok [ "$onfail" = 1 ]
-check "default config, no GPIO" "$restarts restarts, 'cannot set up GPIO 22' $gpio times, OnFailure= triggered $onfail time(s), then $(inside 'systemctl is-active maskgate-failsafe' || true) fail-safe (no GPIO for it either)"
+check "default config, no GPIO" "$restarts restarts, 'cannot set up GPIO 22' $gpio times at priority err, OnFailure= triggered $onfail time(s), then $(inside 'systemctl is-active maskgate-failsafe' || true) fail-safe (no GPIO for it either)"
 
 # --- 2. replayed photos, journal pins ------------------------------------------------------------
 JOURNAL=/var/lib/maskgate-pins/pins.journal
@@ -236,6 +238,13 @@ wd_ago=$(($(inside "date +%s") - $(inside "date -d \"\$(systemctl show maskgate 
 ok [ "$(show NRestarts)" = 0 ]; ok [ "$(pid)" = "$P" ]; ok [ "$allows" -ge 1 ]; ok [ "$denies" -ge 1 ]
 ok le "$longest" 15.2; ok le "$wd_ago" 30
 check "running 40 s" "restarts $(show NRestarts), last watchdog ping $wd_ago s ago, events: $allows allow, $denies deny; relay pulses (s): $pulses"
+
+# the daemon's lines in the journal: a priority each (no time stamp of its own: the journal has one)
+warnings=$(inside "journalctl -u maskgate -p warning -o cat --since '$t0'" | grep -c 'wall clock not known' || true)
+infos=$(inside "journalctl -u maskgate -p warning -o cat --since '$t0'" | grep -c 'XNNPACK' || true)
+stamped=$(inside "journalctl -u maskgate -o cat --since '$t0'" | grep -cE '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' || true)
+ok [ "$warnings" -ge 1 ]; ok [ "$infos" = 0 ]; ok [ "$stamped" = 0 ]
+check "journal priorities" "the clock warning at priority warning: $warnings; LiteRT's info line among warnings: $infos; lines with their own time stamp: $stamped"
 
 # get PATH [TOKEN]: the status page's answer, from inside the container: "<status> <first line>"
 get() {

@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from . import __version__
+from . import __version__, logfmt
 from .errors import MaskgateError
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    journal = logfmt.setup(logging.WARNING - 10 * min(args.verbose, 2))
     try:
         return int(args.func(args) or 0)
     except MaskgateError as exc:
-        print(f"maskgate: error: {exc}", file=sys.stderr)
+        print(logfmt.error_line(str(exc), journal), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
