@@ -206,6 +206,17 @@ restart_if_running() {
   fi
 }
 
+# What the running service is made of: the venv it runs, its units and drop-ins, the config and the
+# detector. An install that changes none of them leaves a running gate alone (a restart is a few
+# seconds of a locked door).
+service_inputs() {
+  {
+    readlink "$R$PREFIX/current" 2>/dev/null || true
+    cat "$R$UNIT_DIR/$UNIT" "$R$UNIT_DIR/$FAILSAFE_UNIT" "$R$UNIT_DIR/$UNIT.d/"*.conf "$R$ETC/maskgate.toml" \
+      "$R$STATE/models/$YUNET_FILE" 2>/dev/null || true
+  } | sha256sum
+}
+
 # --- steps --------------------------------------------------------------------------------------
 
 install_apt() {
@@ -404,6 +415,8 @@ install_unit() {
 }
 
 do_install() {
+  local before
+  before=$(service_inputs)
   ((DO_APT)) && install_apt
   ensure_user
   ensure_dir "$PREFIX" 0755 root root
@@ -413,7 +426,11 @@ do_install() {
   if ((DO_FETCH)); then fetch_model; else say "skipped detector download (--no-fetch)"; fi
   install_unit
   if ((LIVE)); then
-    restart_if_running
+    if [[ $(service_inputs) != "$before" ]]; then
+      restart_if_running
+    elif service_active; then
+      say "$UNIT left running: nothing it uses changed"
+    fi
     service_active || say "ready: edit $ETC/maskgate.toml, then: sudo systemctl start $UNIT"
   fi
 }

@@ -39,6 +39,8 @@
 #   start limit              6 kills in a row: unit failed, maskgate-failsafe.service runs (relay
 #                            off, red and green blinking together); `systemctl start maskgate`
 #                            stops the fail-safe (Conflicts=) and the gate runs again
+#   install.sh again         nothing changed: the running gate is left alone (same PID)
+#   install.sh --uninstall   the gate stopped and its units gone, relay off, no fail-safe
 #
 # Needs root, network access to Debian's archive and PyPI, and about 1 GB in DIR (reused on a second
 # run). Installs debootstrap and systemd-container on this machine if missing. Takes about 3 minutes
@@ -330,6 +332,16 @@ sleep 2
 ok [ "$(inside "systemctl is-active maskgate" || true)" = active ]
 ok [ "$(inside "systemctl is-active maskgate-failsafe" || true)" != active ]
 check "start after the fail-safe" "maskgate $(inside 'systemctl is-active maskgate' || true), fail-safe $(inside 'systemctl is-active maskgate-failsafe' || true)"
+
+P=$(pid)
+again=$(inside "cd /opt/src/maskgate && bash systemd/install.sh --detector-url file:///opt/src/$YUNET 2>&1" || true)
+ok [ "$(pid)" = "$P" ]; ok grep -q "left running: nothing it uses changed" <<<"$again"
+check "install.sh again" "pid $P before, $(pid) after; it said: $(grep '^maskgate-install' <<<"$again" | tail -1)"
+
+gone=$(inside "cd /opt/src/maskgate && bash systemd/install.sh --uninstall 2>&1" || true)
+ok [ "$(inside 'systemctl is-active maskgate' || true)" != active ]; ok [ ! -e "$ROOT/etc/systemd/system/maskgate.service" ]
+ok [ "$(inside 'systemctl is-active maskgate-failsafe' || true)" != active ]; ok [ "$(relay_last)" != 1 ]
+check "install.sh --uninstall" "gate $(inside 'systemctl is-active maskgate' || true), fail-safe $(inside 'systemctl is-active maskgate-failsafe' || true), relay's last write $(relay_last); it said: $(grep '^maskgate-install' <<<"$gone" | paste -sd ';' | cut -c1-160)"
 
 if ((FAILED)); then say "some checks failed (journal: nsenter into the container with --keep)"; else say "all checks passed"; fi
 exit "$FAILED"
