@@ -39,6 +39,8 @@
 #   start limit              6 kills in a row: unit failed, maskgate-failsafe.service runs (relay
 #                            off, red and green blinking together); `systemctl start maskgate`
 #                            stops the fail-safe (Conflicts=) and the gate runs again
+#   outside the group        `maskgate stats`, `config check` and `run` as a user outside the maskgate
+#                            group: the fix (sudo, or the group), no traceback
 #   install.sh again         nothing changed: the running gate is left alone (same PID)
 #   install.sh --uninstall   the gate stopped and its units gone, relay off, no fail-safe
 #
@@ -332,6 +334,18 @@ sleep 2
 ok [ "$(inside "systemctl is-active maskgate" || true)" = active ]
 ok [ "$(inside "systemctl is-active maskgate-failsafe" || true)" != active ]
 check "start after the fail-safe" "maskgate $(inside 'systemctl is-active maskgate' || true), fail-safe $(inside 'systemctl is-active maskgate-failsafe' || true)"
+
+# the shop owner's own login, outside the maskgate group: /etc/maskgate and /var/lib/maskgate are 0750
+outsider=""
+traces=0
+for cmd in stats "config check" run; do
+  out=$(inside "cd /tmp && setpriv --reuid=nobody --regid=nogroup --clear-groups /opt/maskgate/current/bin/maskgate $cmd 2>&1; echo rc=\$?")
+  grep -q Traceback <<<"$out" && traces=$((traces + 1))
+  ok grep -q "permission denied; run as root (sudo), or as a member of the maskgate group" <<<"$out"
+  outsider+="maskgate $cmd: $(grep -o 'rc=[0-9]*' <<<"$out"); "
+done
+ok [ "$traces" = 0 ]
+check "a user outside the maskgate group" "${outsider}tracebacks: $traces"
 
 P=$(pid)
 again=$(inside "cd /opt/src/maskgate && bash systemd/install.sh --detector-url file:///opt/src/$YUNET 2>&1" || true)

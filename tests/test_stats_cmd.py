@@ -128,3 +128,43 @@ def test_today_row_and_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli.main(["stats", "--dir", str(tmp_path / "nope")]) == 2
     assert "no event log folder here" in capsys.readouterr().err
     assert cli.main(["stats", "--dir", str(d), "--since", "soon"]) == 2
+
+
+class _NoAccess(type(Path())):  # type: ignore[misc]
+    """A path inside a folder this user may not search, as /etc/maskgate and /var/lib/maskgate (0750,
+    group maskgate) are for the shop owner's own login (the tests run as root, who may read anything)."""
+
+    def exists(self, **_: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    def is_dir(self, **_: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    def read_text(self, *_: object, **__: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+
+def test_a_user_outside_the_maskgate_group_gets_the_fix_not_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import maskgate.cmd_stats
+    import maskgate.config
+
+    # the service's config, in /etc/maskgate (0750): before, `maskgate stats` died on a PermissionError
+    monkeypatch.setattr(maskgate.config, "DEFAULT_CONFIG_PATH", _NoAccess("/etc/maskgate/maskgate.toml"))
+    assert cli.main(["stats"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maskgate: error: /etc/maskgate/maskgate.toml: 1 problem(s)")
+    assert "(file): permission denied; run as root (sudo), or as a member of the maskgate group" in err
+    assert "Traceback" not in err
+    with pytest.raises(ConfigError, match=r"\(file\): permission denied; run as root \(sudo\)"):
+        maskgate.config.load_config(_NoAccess("/etc/maskgate/maskgate.toml"))  # `maskgate config check`, `run`
+
+    # the config readable, the service's event log not (/var/lib/maskgate is 0750)
+    monkeypatch.setattr(maskgate.config, "DEFAULT_CONFIG_PATH", tmp_path / "none.toml")
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    hidden = _NoAccess("/var/lib/maskgate/events")
+    monkeypatch.setattr(maskgate.cmd_stats, "SYSTEMD_EVENTS", hidden)
+    monkeypatch.setattr(maskgate.cmd_stats.os, "access", lambda p, mode: str(p) != str(hidden))
+    assert cli.main(["stats"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maskgate: error: /var/lib/maskgate/events: permission denied; run as root (sudo)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .config import Settings, load_config
+from .config import NO_ACCESS_FIX, Settings, may_exist, resolve_config
 from .errors import ConfigError
 from .eventlog import events_dir, read_events, summarise
 
@@ -59,29 +59,26 @@ def parse_since(text: str, tz: ZoneInfo, now: datetime) -> datetime:
 def default_dir(settings: Settings) -> Path:
     if settings.events.dir or os.environ.get("STATE_DIRECTORY"):
         return events_dir(settings.events)
-    if SYSTEMD_EVENTS.is_dir():
+    if may_exist(SYSTEMD_EVENTS):  # the service's (/var/lib/maskgate is 0750: may_exist, not is_dir)
         return SYSTEMD_EVENTS
     return events_dir(settings.events)
 
 
-def _load_settings(path: Path | None) -> Settings:
-    if path is not None:
-        return load_config(path)
-    default = Path("/etc/maskgate/maskgate.toml")
-    return load_config(default) if default.is_file() else Settings()
-
-
 def run(args: argparse.Namespace) -> int:
-    settings = _load_settings(args.config)
+    settings = resolve_config(args.config, quiet=True)[0]
     tz = ZoneInfo(settings.schedule.timezone)
     now = datetime.now(UTC)
     since = parse_since(args.since, tz, now) if args.since else None
     directory = args.dir or default_dir(settings)
-    if not directory.is_dir():
+    try:
+        found_dir = directory.is_dir()
+    except PermissionError:
+        found_dir = True  # a parent this user may not search: the access check below says so
+    if not found_dir:
         raise ConfigError(f"{directory}: no event log folder here; pass --dir DIR (the daemon writes to "
                           "$STATE_DIRECTORY/events, /var/lib/maskgate/events under systemd)")
     if not os.access(directory, os.R_OK | os.X_OK):
-        raise ConfigError(f"{directory}: permission denied; run as root or as a member of the maskgate group")
+        raise ConfigError(f"{directory}: permission denied; {NO_ACCESS_FIX}")
     found = read_events(directory)
     summary = summarise(found.records, tz, since=since, now=now)
     summary["dir"] = str(directory)

@@ -533,23 +533,40 @@ def parse_config(text: str, source: str = "<config>") -> Settings:
 
 def load_config(path: str | Path) -> Settings:
     """Read and validate a TOML config file."""
-    p = Path(path)
+    p = path if isinstance(path, Path) else Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigFileError(str(p), ["(file): not found"]) from exc
+    except PermissionError as exc:
+        raise ConfigFileError(str(p), [f"(file): permission denied; {NO_ACCESS_FIX}"]) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(str(p), [f"(file): cannot read ({exc})"]) from exc
     return parse_config(text, str(p))
 
 
-def resolve_config(path: str | Path | None) -> tuple[Settings, Path | None]:
-    """Settings from ``path``; without one, the default file if it exists, else built-in defaults."""
+NO_ACCESS_FIX = ("run as root (sudo), or as a member of the maskgate group (install.sh makes /etc/maskgate "
+                 "and /var/lib/maskgate readable by that group only)")
+
+
+def may_exist(path: Path) -> bool:
+    """Whether ``path`` exists, or might: a folder this user may not search (/etc/maskgate is 0750)
+    hides it, and reading it then says so (rather than a traceback, or quietly using defaults)."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
+
+
+def resolve_config(path: str | Path | None, *, quiet: bool = False) -> tuple[Settings, Path | None]:
+    """Settings from ``path``; without one, the default file if it exists, else built-in defaults
+    (``quiet``: without the warning that says so)."""
     if path is not None:
         return load_config(path), Path(path)
-    if DEFAULT_CONFIG_PATH.exists():
+    if may_exist(DEFAULT_CONFIG_PATH):
         return load_config(DEFAULT_CONFIG_PATH), DEFAULT_CONFIG_PATH
-    log.warning("no config file at %s; using built-in defaults", DEFAULT_CONFIG_PATH)
+    if not quiet:
+        log.warning("no config file at %s; using built-in defaults", DEFAULT_CONFIG_PATH)
     return Settings(), None
 
 
