@@ -531,6 +531,11 @@ def parse_config(text: str, source: str = "<config>") -> Settings:
     return settings_from_dict(data, source)
 
 
+NO_ACCESS_FIX = (  # what a user outside the service's group reads
+    "run as root (sudo), or as a member of the maskgate group (install.sh makes /etc/maskgate "
+    "and /var/lib/maskgate readable by that group only)")
+
+
 def load_config(path: str | Path) -> Settings:
     """Read and validate a TOML config file."""
     p = path if isinstance(path, Path) else Path(path)
@@ -543,10 +548,6 @@ def load_config(path: str | Path) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(str(p), [f"(file): cannot read ({exc})"]) from exc
     return parse_config(text, str(p))
-
-
-NO_ACCESS_FIX = ("run as root (sudo), or as a member of the maskgate group (install.sh makes /etc/maskgate "
-                 "and /var/lib/maskgate readable by that group only)")
 
 
 def may_exist(path: Path) -> bool:
