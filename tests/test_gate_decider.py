@@ -145,6 +145,49 @@ def test_a_small_bare_face_makes_the_door_wait_instead_of_opening() -> None:
     assert out[2].trigger == "alarm"
 
 
+def test_a_face_the_last_search_did_not_find_stops_holding_the_door() -> None:
+    """A person walking in is first seen cut off by the frame's edge; the next box (the whole face) is
+    too different to continue that track, so a one-vote track stays behind until its timeout. Once a
+    search of the whole doorway has not found it, an undecided track no longer holds the door (it
+    would only have made the door wait for its timeout); before that search it does, and the door
+    asks for one. A denied track keeps the door shut however it was last seen."""
+    d = Door()
+    edge, walker = (583, 167, 57, 78), (518, 136, 100, 125)
+    ghost = d.tracker.update(0.0, [Observation(edge, "with_mask", 0.95)])[0]
+    masked = Observation(walker, "with_mask", 0.95)
+    for k in (1, 2):
+        tracks = d.tracker.update(k / FPS, [masked])
+        assert d.decider.decide(k / FPS, tracks, 0.0, searched=False).state == "checking"
+    tracks = d.tracker.update(0.3, [masked])
+    assert ghost in tracks and len(tracks) == 2  # the edge box did not continue into the walker's track
+    held = d.decider.decide(0.3, tracks, 0.0, searched=False)
+    assert (held.state, held.trigger, held.confirm) == ("checking", None, False)  # nothing says it left
+    searched = d.decider.decide(0.3, tracks, 0.0, searched=True)  # this frame's search did not find it
+    assert (searched.state, searched.trigger) == ("allow", "open")
+    assert {v.id: v.state for v in searched.tracks} == {ghost.id: "checking", tracks[1].id: "allow"}
+    # a search after the ghost's last sighting counts on the frames after it too: the door asks for
+    # the search it opens on; a search before that sighting does not count
+    d2 = Door()
+    d2.decider.decide(0.0, [], 0.0, searched=True)
+    ghost = d2.tracker.update(0.05, [Observation(edge, "with_mask", 0.95)])[0]
+    tracks = d2.tracker.update(0.1, [masked])
+    assert d2.decider.decide(0.1, tracks, 0.0, searched=False).confirm is False
+    tracks = d2.tracker.update(0.2, [masked])
+    assert d2.decider.decide(0.2, tracks, 0.0, searched=True).state == "checking"
+    tracks = d2.tracker.update(0.3, [masked])
+    later = d2.decider.decide(0.3, tracks, 0.0, searched=False)
+    assert ghost in tracks and (later.state, later.trigger, later.confirm) == ("checking", None, True)
+    assert d2.decider.decide(0.4, d2.tracker.update(0.4, [masked]), 0.0, searched=True).trigger == "open"
+    # a bare face the search missed still denies
+    d3 = Door()
+    for k in range(3):
+        d3.tracker.update(k / FPS, [Observation(edge, "without_mask", 0.95)])
+    for k in range(3, 6):
+        tracks = d3.tracker.update(k / FPS, [Observation((100, 100, 90, 90), "with_mask", 0.95)])
+    out = d3.decider.decide(0.5, tracks, 0.0, searched=True)
+    assert (out.state, out.reason) == ("deny", "without_mask")
+
+
 def test_cooldown_follows_frame_time() -> None:
     d = Door(cooldown=2.0)
     out = d.run(50, (BOX, "with_mask", 0.95))

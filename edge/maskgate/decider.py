@@ -12,6 +12,10 @@ seconds of frame time. The door opens only on a frame whose whole
 doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
 an allow waits as ``checking`` with ``confirm`` set, so a newcomer who walked in since the last search
 is seen first; ``confirm`` is also set one masked vote ahead, so that search usually comes in time.
+An undecided (``checking``) track that a search of the whole doorway did not find, and that has not
+been seen since, no longer holds the door: it is typically the first box of a person walking in, cut
+off by the frame's edge, which the whole face's box did not continue; it would only have made the
+door wait for its timeout. A denied or ``uncertain`` track holds the door until it times out.
 """
 
 from __future__ import annotations
@@ -124,6 +128,8 @@ class Decider:
                  schedule: ScheduleSettings | None = None) -> None:
         self.settings = settings or DecisionSettings()
         self.schedule = Schedule(schedule or ScheduleSettings())
+        self._searched_ts = float("-inf")
+        """Frame time of the last frame whose whole doorway was searched."""
 
     def __repr__(self) -> str:
         s = self.settings
@@ -146,12 +152,15 @@ class Decider:
         (bare or wrongly masked) of faces on this frame too small to be tracked (narrower than
         ``detector.min_face``: a step behind, a child): the door that would open waits instead."""
         s = self.settings
+        if searched:
+            self._searched_ts = ts
         views = []
         states: list[tuple[Track, str, str | None]] = []
         for t in tracks:
             st, why = vote(t, s)
             views.append(TrackView(t.id, t.box, t.label, t.score, st, why, t.in_roi))
-            if t.in_roi:
+            # not found by the last search of the whole doorway, nor since, and undecided: left out
+            if t.in_roi and not (st == "checking" and t.last_ts < self._searched_ts):
                 states.append((t, st, why))
         active = self.is_active(wall)
         state, reason, trigger, confirm, detail = "idle", None, None, False, None
