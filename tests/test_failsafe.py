@@ -1,10 +1,12 @@
 """`maskgate failsafe`: what the door shows once systemd has given up on the gate (the OnFailure=
 unit). Relay driven off, red and green blinking together, no buzzer, the staff button left alone;
 the pins come from the config's [outputs] even when the rest of the config is broken; as a process
-under a real notify socket it says READY, and SIGTERM ends it with every pin off."""
+under a real notify socket it says READY, and SIGTERM ends it with every pin off. `--off` (systemd's
+ExecStopPost= after every end of the gate) drives every output off, the relay first, and exits."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -14,9 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.cmd_failsafe import hold, output_settings
+from maskgate.cmd_failsafe import hold, output_settings, switch_off
 from maskgate.config import DEFAULT_PINS, OutputSettings
 from maskgate.faults import JOURNAL_ENV, read_journal
 from maskgate.outputs import GIVEN_UP_BLINK
@@ -99,3 +102,43 @@ def test_as_a_service_ready_then_sigterm_leaves_every_pin_off(tmp_path: Path) ->
     green = [v for _t, pin, v in lines if pin == DEFAULT_PINS["green"]]
     red = [v for _t, pin, v in lines if pin == DEFAULT_PINS["red"]]
     assert "1" in green and "1" in red
+
+
+def test_off_after_the_gate_was_killed_turns_every_output_off_relay_first(caplog: pytest.LogCaptureFactory) -> None:
+    factory = MockFactory()
+    p = DEFAULT_PINS
+    for name in ("relay", "green", "buzzer"):
+        factory.pin(p[name]).drive_high()  # as the killed gate left them
+    killed = {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"}
+    with caplog.at_level(logging.INFO, logger="maskgate.cmd_failsafe"):
+        assert switch_off(OutputSettings(button=True), factory, killed) == 0
+    for name in ("relay", "green", "buzzer", "red"):
+        assert not states(factory, p[name])[-1], name
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "the gate ended (signal: killed KILL): relay, LEDs and buzzer driven off" in caplog.text
+    # the pins are released for the restarted gate (or the fail-safe) to set up again
+    assert switch_off(OutputSettings(), factory, {"SERVICE_RESULT": "success"}) == 0
+    assert caplog.records[-1].levelname == "WARNING"  # a clean stop adds no warning
+
+
+def test_off_as_systemd_runs_it_after_a_kill(tmp_path: Path) -> None:
+    journal = tmp_path / "pins.journal"
+    journal.write_text(f"{time.time():.6f} {DEFAULT_PINS['relay']} 1\n{time.time():.6f} {DEFAULT_PINS['red']} 1\n")
+    cfg = tmp_path / "maskgate.toml"
+    cfg.write_text('[outputs]\npin_factory = "journal"\n')
+    env = dict(os.environ, **{JOURNAL_ENV: str(journal), "SERVICE_RESULT": "watchdog", "EXIT_CODE": "dumped",
+                              "EXIT_STATUS": "ABRT"})
+    done = subprocess.run([sys.executable, "-m", "maskgate", "failsafe", "--off", "--config", str(cfg)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "the gate ended (watchdog: dumped ABRT): relay, LEDs and buzzer driven off" in done.stderr
+    lines = read_journal(journal)[2:]
+    relay = DEFAULT_PINS["relay"]
+    assert lines[0][1:] == (relay, "0")  # the relay first
+    for name in ("green", "red", "buzzer", "relay"):
+        writes = [v for _t, pin, v in lines if pin == DEFAULT_PINS[name]]
+        assert writes[-2:] == ["0", "released"], (name, writes)
+    assert "cv2" not in subprocess.run(
+        [sys.executable, "-c", "import sys; from maskgate.cli import build_parser, named_command; "
+         "build_parser(named_command(['failsafe', '--off'])); print(sorted(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split("'")

@@ -204,7 +204,9 @@ def test_unit_says_why_for_every_hardening_option(unit: Path) -> None:
                    "ExecReload=/bin/kill -HUP $MAINPID", "DevicePolicy=closed", "ProtectSystem=strict",
                    "PrivateTmp=yes", "NoNewPrivileges=yes", "DeviceAllow=char-video4linux rw",
                    "DeviceAllow=char-media rw", "DeviceAllow=char-dma_heap rw", "DeviceAllow=char-gpiochip rw",
-                   "OnFailure=maskgate-failsafe.service"):
+                   "OnFailure=maskgate-failsafe.service",
+                   "ExecStopPost=-/opt/maskgate/current/bin/maskgate failsafe --off --config "
+                   "/etc/maskgate/maskgate.toml"):
         assert needle in text, needle
     assert "DeviceAllow=char-usb_device rw" in CORAL.read_text()
 

@@ -6,6 +6,13 @@ top of the hardware pull-down that already holds it off) and blinks the red and 
 a pattern the running gate never shows, until it is stopped: by systemd when ``maskgate.service``
 starts again (the two units conflict), or by SIGTERM. It loads no model and opens no camera, so
 whatever broke the gate (a camera stack, a model, a bad setting outside ``[outputs]``) cannot break it.
+
+``maskgate failsafe --off`` drives every output off (the relay first), releases the pins and exits.
+``maskgate.service`` runs it after the gate's process has ended for any reason (``ExecStopPost=``): a
+gate killed (SIGKILL, the out-of-memory killer, the watchdog) or crashed never ran its own relay-off,
+and whether a pin it drove keeps its level after the process is gone depends on the pin library and
+the kernel (RPi.GPIO and the native factory leave it driven). Without this the door could stay open
+until the restarted gate, seconds later, sets up its pins.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help=f"config file (default {DEFAULT_CONFIG_PATH})")
     p.add_argument("--seconds", type=float, default=None, metavar="S", help="stop after S seconds "
                    "(default: until SIGTERM)")
+    p.add_argument("--off", action="store_true", help="drive the relay, LEDs and buzzer off, release the pins "
+                   "and exit (systemd runs this after the gate's process ends, however it ended)")
     p.set_defaults(func=run)
 
 
@@ -81,7 +92,26 @@ def hold(settings: OutputSettings, stop: threading.Event, pin_factory: Any = Non
     return 0
 
 
+def switch_off(settings: OutputSettings, pin_factory: Any = None,
+               environ: Mapping[str, str] | None = None) -> int:
+    """Every output off, the relay first (setting the devices up drives them off), then the pins
+    released. ``environ``: systemd's ``$SERVICE_RESULT``, ``$EXIT_CODE`` and ``$EXIT_STATUS`` for the
+    gate that ended; anything but a clean exit is logged as a warning naming how it ended."""
+    env = os.environ if environ is None else environ
+    result = env.get("SERVICE_RESULT")
+    Outputs(dataclasses.replace(settings, button=False), pin_factory).close()
+    if result and result != "success":
+        how = " ".join(filter(None, (env.get("EXIT_CODE"), env.get("EXIT_STATUS"))))
+        log.warning("the gate ended (%s%s): relay, LEDs and buzzer driven off, pins released",
+                    result, f": {how}" if how else "")
+    else:
+        log.info("relay, LEDs and buzzer driven off, pins released")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.off:
+        return switch_off(output_settings(args.config))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
