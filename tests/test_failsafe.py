@@ -104,7 +104,7 @@ def test_as_a_service_ready_then_sigterm_leaves_every_pin_off(tmp_path: Path) ->
     assert "1" in green and "1" in red
 
 
-def test_off_after_the_gate_was_killed_turns_every_output_off_relay_first(caplog: pytest.LogCaptureFactory) -> None:
+def test_off_after_the_gate_was_killed_turns_every_output_off_relay_first(caplog: pytest.LogCaptureFixture) -> None:
     factory = MockFactory()
     p = DEFAULT_PINS
     for name in ("relay", "green", "buzzer"):

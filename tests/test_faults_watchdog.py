@@ -15,7 +15,8 @@ import pytest
 
 from fault_helpers import RED, RELAY, Gate, door, high_periods, make_models, settings
 from maskgate.classifier import Classifier
-from maskgate.config import HealthSettings, SourceSettings
+from maskgate.config import HealthSettings, OutputSettings, SourceSettings
+from maskgate.daemon import warn_if_watchdog_outlasts_relay
 from maskgate.detector import FaceDetector
 from maskgate.errors import SourceError
 from maskgate.faults import FaultyCamera, FaultyClassifier, FaultyDetector, Injector
@@ -242,9 +243,13 @@ def test_unit_restart_policy_is_safe_and_visible() -> None:
     # an unplugged camera restarts the service at most once per fault_grace + WatchdogSec: never
     # often enough to exhaust the start limit, so it is picked up when plugged back in
     assert h.fault_grace + watchdog > interval / burst
-    # a stage stuck for its whole limit is caught long before systemd's own timeout would fire
+    # a frozen process (its relay timer frozen with it) is killed, and its relay turned off by
+    # ExecStopPost=, before the relay has been on longer than relay_max_on; a stuck stage is the health
+    # monitor's to catch (a thread of its own, feeding the watchdog every WatchdogSec / 2 until then)
+    assert watchdog <= OutputSettings().relay_max_on
+    assert "maskgate failsafe --off" in value("ExecStopPost")
     assert max(h.detect_timeout, h.classify_timeout, h.output_timeout, h.loop_timeout,
-               src.frame_timeout + 2) < watchdog
+               src.frame_timeout + 2) <= watchdog
     # SIGTERM: the loop notices within a frame timeout, a stuck capture thread is given up after
     # 2 s; the process is out well before systemd's SIGKILL
     assert src.frame_timeout + 2 + 5 < float(value("TimeoutStopSec"))
@@ -252,6 +257,17 @@ def test_unit_restart_policy_is_safe_and_visible() -> None:
     # given up on: the failsafe unit shows it on the LEDs (test_failsafe.py checks what it does)
     assert value("OnFailure") == "maskgate-failsafe.service"
     assert (REPO / "systemd" / value("OnFailure")).is_file()
+
+
+def test_a_relay_limit_under_the_watchdog_timeout_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """A frozen process cannot end a pulse: only the watchdog's kill does, so relay_max_on set below
+    WatchdogSec is named at start with the fix."""
+    assert not warn_if_watchdog_outlasts_relay(15.0, Notifier(None, watchdog_usec=10_000_000))
+    assert not warn_if_watchdog_outlasts_relay(5.0, None)  # not under systemd, or no watchdog
+    assert not warn_if_watchdog_outlasts_relay(5.0, Notifier(None))
+    assert warn_if_watchdog_outlasts_relay(5.0, Notifier(None, watchdog_usec=10_000_000))
+    assert "outputs.relay_max_on (5 s) is shorter than the service's WatchdogSec (10 s)" in caplog.text
+    assert "systemctl edit maskgate" in caplog.text
 
 
 def test_the_daemon_starts_without_its_camera_reports_ready_and_picks_it_up(listener: Listener, faces_dir: Path,

@@ -161,6 +161,18 @@ class Reporting:
                     log.exception("closing %r failed", part)
 
 
+def warn_if_watchdog_outlasts_relay(relay_max_on: float, notifier: Notifier | None) -> bool:
+    """Warn (and return True) when systemd's watchdog timeout is longer than ``outputs.relay_max_on``:
+    a frozen process cannot run its relay timer, and only the watchdog's kill ends a pulse then."""
+    timeout = notifier.watchdog_timeout() if notifier is not None else None
+    if timeout is None or timeout <= relay_max_on:
+        return False
+    log.warning("outputs.relay_max_on (%g s) is shorter than the service's WatchdogSec (%g s): a frozen "
+                "process would hold the relay on for up to %g s; set WatchdogSec= at or below relay_max_on "
+                "(systemctl edit maskgate)", relay_max_on, timeout, timeout)
+    return True
+
+
 def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory: Any = None,
              source: FrameSource | None = None, observers: list[Observer] | None = None,
              on_alive: Callable[[], None] | None = None, max_frames: int | None = None,
@@ -183,6 +195,7 @@ def run_gate(settings: Settings, *, config_path: Path | None = None, pin_factory
     """
     outputs = Outputs(settings.outputs, pin_factory, mode=settings.decision.mode)
     log.info("outputs up, relay off; loading the models")
+    warn_if_watchdog_outlasts_relay(settings.outputs.relay_max_on, notifier)
     src: FrameSource | None = None
     http: HttpServer | None = None
     reporting: Reporting | None = None
