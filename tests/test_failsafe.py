@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 
 from maskgate.cmd_failsafe import hold, output_settings, switch_off
 from maskgate.config import DEFAULT_PINS, OutputSettings
+from maskgate.errors import GpioError
 from maskgate.faults import JOURNAL_ENV, read_journal
 from maskgate.outputs import GIVEN_UP_BLINK
 
@@ -104,6 +105,13 @@ def test_as_a_service_ready_then_sigterm_leaves_every_pin_off(tmp_path: Path) ->
     assert "1" in green and "1" in red
 
 
+class _Refusing(MockFactory):
+    """A pin factory whose pins cannot be had (another program holds them, or there is no GPIO)."""
+
+    def pin(self, spec: object, **kwargs: object) -> object:
+        raise OSError("no GPIO here")
+
+
 def test_off_after_the_gate_was_killed_turns_every_output_off_relay_first(caplog: pytest.LogCaptureFixture) -> None:
     factory = MockFactory()
     p = DEFAULT_PINS
@@ -119,6 +127,10 @@ def test_off_after_the_gate_was_killed_turns_every_output_off_relay_first(caplog
     # the pins are released for the restarted gate (or the fail-safe) to set up again
     assert switch_off(OutputSettings(), factory, {"SERVICE_RESULT": "success"}) == 0
     assert caplog.records[-1].levelname == "WARNING"  # a clean stop adds no warning
+    # no pins to be had (the installed default config on a machine without GPIO): said as such
+    with pytest.raises(GpioError, match=r"after the gate ended \(exit-code\), the outputs could not be switched "
+                       r"off: outputs.pins.relay: cannot set up GPIO 22"):
+        switch_off(OutputSettings(), _Refusing(), {"SERVICE_RESULT": "exit-code"})
 
 
 def test_off_as_systemd_runs_it_after_a_kill(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_CONFIG_PATH, OutputSettings, resolve_config, settings_from_dict
-from .errors import ConfigError
+from .errors import ConfigError, GpioError
 from .outputs import GIVEN_UP_BLINK, Outputs
 from .sdnotify import Notifier
 
@@ -99,7 +99,11 @@ def switch_off(settings: OutputSettings, pin_factory: Any = None,
     gate that ended; anything but a clean exit is logged as a warning naming how it ended."""
     env = os.environ if environ is None else environ
     result = env.get("SERVICE_RESULT")
-    Outputs(dataclasses.replace(settings, button=False), pin_factory).close()
+    try:
+        Outputs(dataclasses.replace(settings, button=False), pin_factory).close()
+    except GpioError as exc:
+        raise GpioError(f"after the gate ended ({result or 'not under systemd'}), the outputs could not be "
+                        f"switched off: {exc}") from exc
     if result and result != "success":
         how = " ".join(filter(None, (env.get("EXIT_CODE"), env.get("EXIT_STATUS"))))
         log.warning("the gate ended (%s%s): relay, LEDs and buzzer driven off, pins released",
