@@ -150,7 +150,8 @@ def test_a_face_the_last_search_did_not_find_stops_holding_the_door() -> None:
     too different to continue that track, so a one-vote track stays behind until its timeout. Once a
     search of the whole doorway has not found it, an undecided track no longer holds the door (it
     would only have made the door wait for its timeout); before that search it does, and the door
-    asks for one. A denied track keeps the door shut however it was last seen."""
+    asks for one. A track with a bare vote, or a denied one, keeps the door shut however it was last
+    seen."""
     d = Door()
     edge, walker = (583, 167, 57, 78), (518, 136, 100, 125)
     ghost = d.tracker.update(0.0, [Observation(edge, "with_mask", 0.95)])[0]
@@ -178,6 +179,14 @@ def test_a_face_the_last_search_did_not_find_stops_holding_the_door() -> None:
     later = d2.decider.decide(0.3, tracks, 0.0, searched=False)
     assert ghost in tracks and (later.state, later.trigger, later.confirm) == ("checking", None, True)
     assert d2.decider.decide(0.4, d2.tracker.update(0.4, [masked]), 0.0, searched=True).trigger == "open"
+    # an undecided face with a bare vote holds the door however a search missed it
+    d4 = Door()
+    d4.tracker.update(0.0, [Observation(edge, "without_mask", 0.95)])
+    tracks = d4.tracker.update(0.05, [Observation(edge, "with_mask", 0.95)])
+    for k in (1, 2, 3):
+        tracks = d4.tracker.update(k / FPS, [masked])
+    held = d4.decider.decide(0.3, tracks, 0.0, searched=True)
+    assert (held.state, held.trigger) == ("checking", None)
     # a bare face the search missed still denies
     d3 = Door()
     for k in range(3):

@@ -12,10 +12,9 @@ seconds of frame time. The door opens only on a frame whose whole
 doorway was searched for faces (``searched``): on a frame where only the tracked faces were followed,
 an allow waits as ``checking`` with ``confirm`` set, so a newcomer who walked in since the last search
 is seen first; ``confirm`` is also set one masked vote ahead, so that search usually comes in time.
-An undecided (``checking``) track that a search of the whole doorway did not find, and that has not
-been seen since, no longer holds the door: it is typically the first box of a person walking in, cut
-off by the frame's edge, which the whole face's box did not continue; it would only have made the
-door wait for its timeout. A denied or ``uncertain`` track holds the door until it times out.
+An undecided (``checking``) track that a search of the whole doorway did not find, that has not been
+seen since, and that was never called bare or wrongly masked, no longer holds the door (:func:`gone`).
+A denied or ``uncertain`` track, or one with a bare vote, holds the door until it times out.
 """
 
 from __future__ import annotations
@@ -121,6 +120,16 @@ def one_vote_from_allow(track: Track, s: DecisionSettings) -> bool:
     return bool(masked) and masked[-1] and sum(kept) + 1 >= s.votes
 
 
+def gone(track: Track, state: str, searched_ts: float) -> bool:
+    """Whether an undecided track no longer holds the door: a search of the whole doorway (at
+    ``searched_ts``) did not find it, it has not been seen since, and none of its verdicts was bare or
+    wrongly masked. Typically the first box of a person walking in, cut off by the frame's edge, which
+    the whole face's box did not continue; it would only make the door wait for its timeout. A face
+    ever called bare holds the door until its track ends, however briefly a search missed it."""
+    return (state == "checking" and track.last_ts < searched_ts
+            and not any(label in BAD_LABELS for label, _ in track.votes))
+
+
 class Decider:
     """Turns live tracks into a Decision; the clock is the frames' own timestamps."""
 
@@ -159,8 +168,7 @@ class Decider:
         for t in tracks:
             st, why = vote(t, s)
             views.append(TrackView(t.id, t.box, t.label, t.score, st, why, t.in_roi))
-            # not found by the last search of the whole doorway, nor since, and undecided: left out
-            if t.in_roi and not (st == "checking" and t.last_ts < self._searched_ts):
+            if t.in_roi and not gone(t, st, self._searched_ts):
                 states.append((t, st, why))
         active = self.is_active(wall)
         state, reason, trigger, confirm, detail = "idle", None, None, False, None
