@@ -166,6 +166,15 @@ def test_a_face_the_last_search_did_not_find_stops_holding_the_door() -> None:
     searched = d.decider.decide(0.3, tracks, 0.0, searched=True)  # this frame's search did not find it
     assert (searched.state, searched.trigger) == ("allow", "open")
     assert {v.id: v.state for v in searched.tracks} == {ghost.id: "checking", tracks[1].id: "allow"}
+    # found again later (a second box on the same face) and masked: it opened with the door, so no
+    # second opening for the same person
+    back = d.tracker.update(0.4, [masked, Observation(edge, "with_mask", 0.95)])
+    assert ghost in back
+    for k in (5, 6):
+        back = d.tracker.update(k / FPS, [masked, Observation(edge, "with_mask", 0.95)])
+    again = d.decider.decide(0.6, back, 0.0, searched=True)
+    assert (again.state, again.trigger) == ("allow", None)
+    assert {v.id: v.state for v in again.tracks}[ghost.id] == "allow"
     # a search after the ghost's last sighting counts on the frames after it too: the door asks for
     # the search it opens on; a search before that sighting does not count
     d2 = Door()

@@ -905,3 +905,19 @@ def test_a_masked_visitor_first_seen_cut_off_by_the_edge_opens_without_waiting_f
     assert len(tracks) >= 2  # the cut-off first box and the whole face: more than one track for one person
     assert opened and (opened[0] - in_view) / 10 <= 0.5, (in_view, opened)
     assert r.pin("relay").count(True) >= 1
+
+
+def test_a_person_standing_at_the_door_opens_it_once(faces_dir: Path, detector: FaceDetector,
+                                                      classifier: Classifier) -> None:
+    """The status page's standing visitor: walking in, the face gets two tracks (its first, smaller box
+    and the whole face); the first, left out once a search no longer found it, is found again after
+    the door opened. It opened with the door: one opening, not a second pulse for the same person."""
+    from http_gate import standing_door
+
+    s = settings(decision={"cooldown": 3600.0})
+    src = standing_door(faces_dir, seconds=8, realtime=False)
+    r = run(s, src, detector, classifier, max_frames=60)
+    tracks = {v.id for res in r.results for v in res.decision.tracks}
+    assert len(tracks) >= 2  # the situation this test is about
+    assert r.triggers() == ["open"]
+    assert [res.decision.state for res in r.results][-20:] == ["allow"] * 20

@@ -165,11 +165,16 @@ class Decider:
             self._searched_ts = ts
         views = []
         states: list[tuple[Track, str, str | None]] = []
+        left: list[Track] = []
+        """In the doorway but :func:`gone`: they do not hold the door, and an opening counts for them."""
         for t in tracks:
             st, why = vote(t, s)
             views.append(TrackView(t.id, t.box, t.label, t.score, st, why, t.in_roi))
-            if t.in_roi and not gone(t, st, self._searched_ts):
-                states.append((t, st, why))
+            if t.in_roi:
+                if gone(t, st, self._searched_ts):
+                    left.append(t)
+                else:
+                    states.append((t, st, why))
         active = self.is_active(wall)
         state, reason, trigger, confirm, detail = "idle", None, None, False, None
         if states:
@@ -192,7 +197,9 @@ class Decider:
                         state, confirm, detail = "checking", True, VETO_DETAIL
                     else:
                         trigger = "open"
-                        for t, _, _ in states:
+                        # a track left out as gone that is found again (a second box on the same
+                        # face) must not open the door a second time for the same person
+                        for t in [*(t for t, _, _ in states), *left]:
                             t.triggered["open"] = ts
             elif any(st == "checking" for _, st, _ in states):
                 state = "checking"
