@@ -165,8 +165,7 @@ class Decider:
             self._searched_ts = ts
         views = []
         states: list[tuple[Track, str, str | None]] = []
-        left: list[Track] = []
-        """In the doorway but :func:`gone`: they do not hold the door, and an opening counts for them."""
+        left: list[Track] = []  # in the doorway but gone: they hold nothing, and an opening counts for them
         for t in tracks:
             st, why = vote(t, s)
             views.append(TrackView(t.id, t.box, t.label, t.score, st, why, t.in_roi))
