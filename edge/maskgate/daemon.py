@@ -52,11 +52,11 @@ def signal_handlers(pipeline: Pipeline) -> Iterator[None]:
 
     def stop(signum: int, _frame: Any) -> None:
         outputs.relay_off()
-        log.warning("%s: stopping", signal.Signals(signum).name)
+        log.info("%s: stopping", signal.Signals(signum).name)
         pipeline.stop()
 
     def hup(_signum: int, _frame: Any) -> None:
-        log.warning("SIGHUP: reloading the configuration")
+        log.info("SIGHUP: reloading the configuration")
         pipeline.request_reload()
 
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
