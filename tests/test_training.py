@@ -23,6 +23,9 @@ def test_tiny_training_through_int8_and_device_runtime(tmp_path: Path, faces_dir
     assert m["checks"]["all_integer"] and m["checks"]["ops_not_on_edgetpu_list"] == []
     assert m["checks"]["edgetpu"]["compiled"] in (True, False)
     assert m["int8_float_agreement"] >= 0.8
+    val = m["validation_int8"]  # what a model is chosen on, kept apart from the test split's numbers
+    assert 0 < val["n"] < m["train_sizes"]["val"]  # its faces (the background patches are counted apart)
+    assert sum(map(sum, val["confusion"]["matrix"])) == val["n"] and val["confusion"]["matrix"][3] == [0, 0, 0, 0]
     man = json.loads((out / "bundle" / "manifest.json").read_text())
     assert man["labels"] == ["with_mask", "without_mask", "incorrect_mask", "no_face"]
     assert man["input"]["dtype"] == "int8" and man["split"]["sha256"]

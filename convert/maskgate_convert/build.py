@@ -544,6 +544,11 @@ def run_build(opts: BuildOptions) -> dict[str, Any]:
                     "seed": opts.seed, "train_sources": opts.train_sources, "patience": opts.patience},
         "train_sizes": {"train": int(train_mask.sum()), "val": int(val_mask.sum()), "test": int(test_mask.sum())},
     }
+    # the numbers a model is chosen on (with the scene tuning half), next to the test split's
+    va_truth = np.array([arch.labels[i] for i in y_all[val_mask]])
+    va_pred = np.array(predict(clf_i8, x_all[val_mask])[0])
+    va_face = va_truth != NO_FACE
+    metrics["validation_int8"] = door_metrics(va_truth[va_face].tolist(), va_pred[va_face].tolist(), arch.labels)
     if NO_FACE in arch.labels and (~face_m).any():
         metrics["test"]["no_face_recall_int8"] = float(np.mean(np.array(pred_i8)[~face_m] == NO_FACE))
     if opts.scenes is not None:
