@@ -123,9 +123,9 @@ def one_vote_from_allow(track: Track, s: DecisionSettings) -> bool:
 def gone(track: Track, state: str, searched_ts: float) -> bool:
     """Whether an undecided track no longer holds the door: a search of the whole doorway (at
     ``searched_ts``) did not find it, it has not been seen since, and none of its verdicts was bare or
-    wrongly masked. Typically the first box of a person walking in, cut off by the frame's edge, which
-    the whole face's box did not continue; it would only make the door wait for its timeout. A face
-    ever called bare holds the door until its track ends, however briefly a search missed it."""
+    wrongly masked: a box found once that later searches do not repeat (a weak box beside a face, a
+    face glimpsed for a frame); it would only make the door wait for its timeout. A face ever called
+    bare holds the door until its track ends, however briefly a search missed it."""
     return (state == "checking" and track.last_ts < searched_ts
             and not any(label in BAD_LABELS for label, _ in track.votes))
 

@@ -116,12 +116,16 @@ face widths however long the gap."""
 
 
 def _near(a: Box, b: Box, dt: float) -> bool:
-    """Similar sizes and centres close enough for a walker ``dt`` seconds apart."""
+    """Similar sizes and centres close enough for a walker ``dt`` seconds apart.
+
+    Sizes are similar when the widths or the heights are: a face coming in at the frame's side is
+    first found cut off by the edge, narrower than the whole face found a frame later but as tall."""
     dx = (a[0] + a[2] / 2) - (b[0] + b[2] / 2)
     dy = (a[1] + a[3] / 2) - (b[1] + b[3] / 2)
     w = max(a[2], b[2])
     reach = w * min(2.0, 0.6 + MAX_SPEED * max(dt, 0.0))
-    return (dx * dx + dy * dy) ** 0.5 < reach and 0.6 < a[2] / max(b[2], 1) < 1.67
+    similar = 0.6 < a[2] / max(b[2], 1) < 1.67 or 0.6 < a[3] / max(b[3], 1) < 1.67
+    return (dx * dx + dy * dy) ** 0.5 < reach and similar
 
 
 class Tracker:
