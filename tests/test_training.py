@@ -43,7 +43,7 @@ def test_tiny_training_through_int8_and_device_runtime(tmp_path: Path, faces_dir
     assert man2["metrics"]["test_split"] == mm["test_split"] and "rescore" in man2["metrics"]["scenes_rescored"]
     assert man2["metrics"]["scenes_test_half_int8"][">=48px"]["faces"] == mm["scenes_test_half_int8"][">=48px"]["faces"]
     assert man2["detector"]["score_threshold"] == DetectorSettings().score_threshold
-    assert man2["detector"]["border"] == PHOTO_BORDER
+    assert man2["detector"]["border"] == PHOTO_BORDER and man2["detector"]["top_k"] == DetectorSettings().top_k
     clf = Classifier(out / "bundle")
     import numpy as np
     v = clf.classify(np.full(clf.input_spec.shape, 128, np.float32))

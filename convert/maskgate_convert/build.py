@@ -603,7 +603,7 @@ def add_manifest_metrics(bundle_dir: Path, metrics: dict[str, Any]) -> None:
 def detector_info() -> dict[str, Any]:
     """The scene evaluation's detector settings, as the manifest records them."""
     return {"score_threshold": SCENE_DETECTOR.score_threshold, "nms_threshold": SCENE_DETECTOR.nms_threshold,
-            "border": SCENE_DETECTOR.border}
+            "border": SCENE_DETECTOR.border, "top_k": SCENE_DETECTOR.top_k}
 
 
 def scene_headline(scenes: dict[str, Any]) -> dict[str, Any]:
@@ -627,7 +627,8 @@ def rescore_bundle(bundle_dir: Path, scenes_dir: Path, detector_model: str | Non
     manifest["detector"] = {**manifest.get("detector", {}), **detector_info()}
     manifest["metrics"]["scenes_rescored"] = (f"scene numbers re-measured with the detector at score threshold "
                                               f"{SCENE_DETECTOR.score_threshold}, border pass "
-                                              f"{SCENE_DETECTOR.border} (maskgate-convert rescore)")
+                                              f"{SCENE_DETECTOR.border}, {SCENE_DETECTOR.top_k} candidates before NMS "
+                                              "(maskgate-convert rescore)")
     path.write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
     return scenes
 

@@ -1,4 +1,5 @@
-"""Choose YuNet's score threshold and scale on the scene tuning half; report recall on the test half."""
+"""Choose YuNet's score threshold, scale, border pass and candidate count on the scene tuning half;
+report recall on the test half."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ UPSCALES = (1.0, 2.0)
 BORDERS = (0.0, PHOTO_BORDER)
 """No border pass, or one with a margin of a tenth of the picture's longer side: about the width of a
 48 px face in these 400 px photos, so a face cut by the edge has room for its missing part."""
+TOP_KS = (50, 5000)
+"""Candidate boxes YuNet keeps before its non-maximum suppression: 50 (this project's setting until
+2026-11-24) or OpenCV's default, 5000. Every face yields several overlapping candidates, so in a crowd
+50 are used up by the best-scoring faces and a weaker face gets no box at all."""
 MATCH_IOU = 0.3
 
 
@@ -52,8 +57,8 @@ def tune(scenes_dir: Path, model: str | None) -> tuple[DetectorSettings, list[tu
     halves = split_scenes(load_scenes(scenes_dir))
     images = {s.name: read_bgr(s.image) for half in halves.values() for s in half}
     results = []
-    for thr, up, border in itertools.product(THRESHOLDS, UPSCALES, BORDERS):
-        st = DetectorSettings(score_threshold=thr, upscale=up, border=border, max_side=640)
+    for thr, up, border, top_k in itertools.product(THRESHOLDS, UPSCALES, BORDERS, TOP_KS):
+        st = DetectorSettings(score_threshold=thr, upscale=up, border=border, max_side=640, top_k=top_k)
         results.append((st, recall(halves["tune"], st, model, images)))
 
     def masked_big(r: Any) -> float:
@@ -63,8 +68,10 @@ def tune(scenes_dir: Path, model: str | None) -> tuple[DetectorSettings, list[tu
     # Highest masked recall on faces >= 48 px (a door's faces); ties broken by cost first (the pixels
     # searched: an upscaled second pass costs 4x, a bordered one 1.44x), then by the lowest threshold:
     # rejecting false boxes is the classifier's job (its no_face class learns this detector's false
-    # positives at 0.3), and a lower threshold finds a masked face in more frames of a visit.
-    best = max(results, key=lambda t: (round(masked_big(t[1]), 4), -pixels(t[0]), -t[0].score_threshold))[0]
+    # positives at 0.3), and a lower threshold finds a masked face in more frames of a visit; then by
+    # more candidates kept before NMS (the same reasoning; the cost is a few more boxes to sort).
+    best = max(results, key=lambda t: (round(masked_big(t[1]), 4), -pixels(t[0]), -t[0].score_threshold,
+                                       t[0].top_k))[0]
     return best, results, recall(halves["test"], best, model, images)
 
 
@@ -74,25 +81,32 @@ def report(scenes_dir: Path, model: str | None, out: Path) -> str:
              "Scenes split by image name (sha256 of the stem, even = tune, odd = test: "
              "`maskgate.scenes.scene_half`). Settings chosen on the tuning half only; a face counts as "
              f"detected when a box overlaps its annotation at IoU >= {MATCH_IOU}.", "",
-             "## Tuning half", "", "| threshold | upscale | border | " + " | ".join(sorted(results[0][1]["recall"]))
-             + " | false detections |", "| --- | --- | --- |" + " --- |" * (len(results[0][1]["recall"]) + 1)]
+             "## Tuning half", "",
+             "| threshold | upscale | border | top_k | " + " | ".join(sorted(results[0][1]["recall"]))
+             + " | false detections |", "| --- | --- | --- | --- |" + " --- |" * (len(results[0][1]["recall"]) + 1)]
     for st, r in results:
         cells = [f"{r['recall'][k][0]}/{r['recall'][k][1]}" for k in sorted(r["recall"])]
-        lines.append(f"| {st.score_threshold} | {st.upscale} | {st.border} | " + " | ".join(cells)
+        lines.append(f"| {st.score_threshold} | {st.upscale} | {st.border} | {st.top_k} | " + " | ".join(cells)
                      + f" | {r['false_detections']} |")
-    lines += ["", f"Chosen: score threshold {best.score_threshold}, upscale {best.upscale}, border {best.border} "
+    lines += ["", f"Chosen: score threshold {best.score_threshold}, upscale {best.upscale}, border {best.border}, "
+              f"top_k {best.top_k} "
               "(OpenCV Zoo's default 0.9 finds under half of the masked faces). Ties on masked recall >= 48 px "
-              "are broken by the pixels searched, then by the lowest threshold: false boxes are the "
+              "are broken by the pixels searched, then by the lowest threshold, then by the most candidates "
+              "kept before non-maximum suppression (`top_k`): false boxes are the "
               "classifier's to reject (its no_face class is trained on this detector's false positives at 0.3, "
               "and the build's scene evaluation counts what gets through), and a lower threshold finds a masked "
               "face in more frames of a visit. "
               "The border pass searches the picture a second time inside a black margin a tenth of its longer "
-              "side wide: YuNet misses many faces cut by the picture's edge and finds them with room around "
-              "them (at the left edge of maksssksksss451, a masked face half hidden by hair gets no box at any "
-              "threshold without the margin, and one scoring 0.8 with it). It is for photos, where a face at "
+              "side wide: YuNet misses some faces cut by the picture's edge and finds them with room around "
+              "them (at the left edge of maksssksksss796, a small masked face scores 0.02 without the margin and 0.47 "
+              "with it). It is for photos, where a face at "
               "the edge counts: `maskgate classify`, the build's scene evaluation and snapshot blurring use "
               "it. The door's gate does not: it decides on faces fully in view, and the pass would cost 1.44 "
-              "times the pixels on every search.", "",
+              "times the pixels on every search. `top_k` is the number of candidate boxes YuNet keeps, best "
+              "first, before its non-maximum suppression merges the overlapping ones: each face yields "
+              "several, so with 50 a crowd's best-scoring faces use them all up and weaker faces, often the "
+              "masked ones, get no box at any threshold (this project's setting until 2026-11-24; OpenCV's "
+              "default is 5000).", "",
               "## Test half (reported once)", "",
               "| faces | detected | recall |", "| --- | ---: | ---: |"]
     for k in sorted(test["recall"]):

@@ -44,14 +44,17 @@ class DetectorSettings:
     """With ``detect(keep_low=True)``, boxes scoring this or more are returned too (None: the same as
     ``score_threshold``); the caller keeps them only where it already follows a face."""
     nms_threshold: float = 0.3
-    top_k: int = 50
+    top_k: int = 5000
+    """Candidate boxes kept, best first, before non-maximum suppression (OpenCV's default). Each face
+    yields several overlapping candidates: with 50, a crowd's best faces used them all up and weaker
+    ones got no box at any threshold (reports/detector.md)."""
     max_side: int = 640
     """Frames are downscaled so their longer side is at most this before detection."""
     upscale: float = 1.0
     """Also search at this scale (>1 finds small faces; 1 disables the second pass)."""
     border: float = 0.0
     """Also search the picture framed by a black border this share of its longer side wide (0: no
-    such pass). YuNet misses many faces cut by the picture's edge and finds them once the picture
+    such pass). YuNet misses some faces cut by the picture's edge and finds them once the picture
     has a margin: for photos, where a face at the edge counts (a door decides on faces in view)."""
     min_face: int = 0
     """Boxes narrower than this (frame pixels) are dropped."""
