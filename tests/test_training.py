@@ -126,11 +126,11 @@ def test_background_patches_keep_clear_of_faces_and_keep_the_detectors_false_box
     from maskgate.imageio import read_bgr
     from maskgate.scenes import iou, load_scenes, split_scenes
     from maskgate_convert.build import background_boxes
-    from maskgate_convert.scene_review import UNANNOTATED_FACES
+    from maskgate_convert.scene_review import REVIEWED_DETECTOR, UNANNOTATED_FACES
 
     tune = {sc.name: sc for sc in split_scenes(load_scenes(scenes_dir))["tune"]}
     assert set(UNANNOTATED_FACES) <= set(tune), "the reviewed faces are all on the tuning half"
-    det = FaceDetector(DetectorSettings(score_threshold=0.3), yunet_path)
+    det = FaceDetector(REVIEWED_DETECTOR, yunet_path)
     rng = np.random.default_rng(0)
     kept_detector_boxes = reviewed_faces_found = 0
     for name, reviewed in UNANNOTATED_FACES.items():
@@ -152,3 +152,9 @@ def test_background_patches_keep_clear_of_faces_and_keep_the_detectors_false_box
             [b for b in boxes if b in found]
     assert reviewed_faces_found == sum(len(v) for v in UNANNOTATED_FACES.values())
     assert kept_detector_boxes > 0
+    # the review looked at every box this detector finds clear of the annotations, and only those:
+    # 72, of which 27 are faces (listed) and 45 not; a new detector or OpenCV means a new review
+    clear = [(name, f.box) for name, sc in tune.items() for f in det.detect(read_bgr(sc.image))
+             if all(iou(f.box, a.box) == 0 for a in sc.faces)]
+    assert len(clear) == 72
+    assert sum(any(iou(b, r) > 0 for r in UNANNOTATED_FACES.get(name, ())) for name, b in clear) == 27

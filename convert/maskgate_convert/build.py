@@ -29,7 +29,7 @@ from .architectures import ARCHS, Arch, build_model, multiply_adds
 from .dataset import NO_FACE, Located, locate_faces, located_counts, scan_classes
 from .metrics import door_metrics, grouped, size_bucket
 from .quantize import check_integer_model, compile_edgetpu, to_float, to_int8
-from .scene_review import unannotated_faces
+from .scene_review import REVIEWED_DETECTOR, unannotated_faces
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def prepare(opts: BuildOptions, classes: tuple[str, ...], want_no_face: bool) ->
         if opts.scenes is None:
             raise ValueError("the no_face class needs --scenes (background patches from the tuning half)")
         tune = split_scenes(load_scenes(opts.scenes))["tune"]
-        det = FaceDetector(DetectorSettings(score_threshold=0.3), opts.detector_model)
+        det = FaceDetector(REVIEWED_DETECTOR, opts.detector_model)
         nf, nf_names = no_face_patches(tune, det, seed=opts.seed)
         nf_split = [dedup.split_of_group("scene:" + n) for n in nf_names]
     counts = {"located": located_counts(located),
