@@ -106,7 +106,7 @@ def _locate_one(item: Item) -> Located:
 
 def _cache_key(items: list[Item]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"pad": PAD, "thr": TRAIN_THRESHOLD, "v": 1}).encode())
+    h.update(json.dumps({"pad": PAD, "thr": TRAIN_THRESHOLD, "top_k": DetectorSettings().top_k, "v": 1}).encode())
     for it in items:
         st = it.path.stat()
         h.update(f"{it.path}|{st.st_size}|{int(st.st_mtime)}|{it.label}\n".encode())
