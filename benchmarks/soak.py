@@ -91,9 +91,13 @@ RESUME_S = 2.0
 """Seconds the gate may take to decide again once frames return (issue 6: "decisions resume within 2 s
 of frames returning")."""
 MIN_FACE = 48
+VISIBLE = 0.8
+"""A head counts as in view when at least this share of it is not hidden by people in front (with
+``--people`` above 1; as in ``groups_bench.py``)."""
 COVERED_RULE = (
     "covered by a fault: no stretch of the visit clear of every stopping fault's reach held the judgeable "
-    "frames (fully in view, >= 48 px wide) the gate needs: `decision.window` (5), or, for a visitor it got "
+    "frames (fully in view, >= 48 px wide, at least 80% of the head not hidden by people in front) the gate "
+    "needs: `decision.window` (5), or, for a visitor it got "
     "right without faults, as many as it took then if that was more. A stopping fault (camera down or hung, "
     "bad frames, detection or inference failing) reaches from its start to its end, plus up to "
     "`source.reopen_max_delay` of reopen backoff for a camera fault, plus 2 s to decide again. Slow faults "
@@ -101,9 +105,10 @@ COVERED_RULE = (
 
 
 def judgeable(t: TruthFace, width: int, min_face: int = MIN_FACE) -> bool:
-    """A visitor's face any gate could judge in a frame: fully in view and at least ``min_face`` wide."""
+    """A visitor's face any gate could judge in a frame: fully in view, at least ``min_face`` wide and
+    not hidden by people in front (:data:`VISIBLE`)."""
     x, _, w, _ = t.box
-    return x > 0 and x + w < width and w >= min_face
+    return x > 0 and x + w < width and w >= min_face and t.visible >= VISIBLE
 
 
 def rss_mb() -> float:
@@ -202,8 +207,7 @@ class Outcomes:
         self.opens += d.trigger == "open"
         self.alarms += d.trigger == "alarm"
         if d.trigger == "open":
-            self.open_with_bare_face += any(t.label != "with_mask" and t.box[2] >= 48 and 0 < t.box[0]
-                                            and t.box[0] + t.box[2] < self.width for t in truth)
+            self.open_with_bare_face += any(t.label != "with_mask" and judgeable(t, self.width) for t in truth)
         matched: dict[int, str] = {}
         for tv in d.tracks:
             if not tv.in_roi or not truth:
