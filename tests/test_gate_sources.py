@@ -332,6 +332,10 @@ def test_the_neck_under_a_head_cut_at_the_photos_top_takes_the_photos_colour(fac
 def test_synthetic_door_needs_its_faces(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="faces folder"):
         SyntheticDoor(tmp_path / "none").open()
+    # the default config names no folder (`maskgate demo` without --faces): say what to pass, not
+    # that ./with_mask has no pictures
+    with pytest.raises(SourceError, match=r"source.faces: .*--faces DIR"):
+        make_source(SourceSettings(type="synthetic"))
     (tmp_path / "with_mask").mkdir()
     with pytest.raises(SourceError, match="no .jpg"):
         SyntheticDoor(tmp_path, script=[["with_mask"]]).open()

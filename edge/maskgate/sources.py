@@ -496,6 +496,10 @@ def make_source(s: SourceSettings, *, realtime: bool = True, visits: int | None 
         return OpenCVSource(s.device, s.width, s.height, s.fps, s.frame_timeout)
     if s.type == "synthetic":
         from .synthetic import SyntheticDoor
+        if not s.faces.strip():
+            raise SourceError("source.faces: the synthetic door needs a folder of face crops with with_mask/, "
+                              "without_mask/ and incorrect_mask/ subfolders (got '', the default): pass "
+                              "`--faces DIR` (for example ../shared/data/faces) or set source.faces")
         return SyntheticDoor(s.faces, s.width, s.height, s.fps, people=s.people, seed=s.seed,
                              visits=visits, loop=s.loop, realtime=realtime)
     p = Path(s.device)
