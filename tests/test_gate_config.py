@@ -58,7 +58,10 @@ def test_partial_config_keeps_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "line"), [
-    ('[decision]\nmod = "enforce"\n', "decision.mod: unknown key; expected one of"),
+    ('[decision]\nmod = "enforce"\n', "decision.mod: unknown key; did you mean 'mode'? expected one of"),
+    ('[detector]\nscore_treshold = 0.5\n', "detector.score_treshold: unknown key; did you mean 'score_threshold'? "
+                                           "expected one of model, score_threshold,"),
+    ('[decison]\nmode = "enforce"\n', "decison: unknown key; did you mean 'decision'?"),
     ('[nonsense]\na = 1\n', "nonsense: unknown key"),
     ('[decision]\nmode = "lockdown"\n',
      "decision.mode: must be one of 'enforce', 'advisory', 'off' (got 'lockdown')"),

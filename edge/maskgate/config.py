@@ -8,6 +8,7 @@ problem is reported as ``key.path: message (got value)``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import re
 import tomllib
@@ -452,7 +453,9 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     for key in data:
         if key not in fields:
             where = f"{path}.{key}" if path else key
-            problems.append(f"{where}: unknown key; expected one of {', '.join(fields)} (got {_fmt(data[key])})")
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"{where}: unknown key; {hint}expected one of {', '.join(fields)} (got {_fmt(data[key])})")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in data:
