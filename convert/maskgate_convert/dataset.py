@@ -15,6 +15,7 @@ Rule for images that are already face crops (documented in the model card):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +39,8 @@ CLASSES = ("with_mask", "without_mask", "incorrect_mask")
 NO_FACE = "no_face"
 PAD = 0.25
 TRAIN_THRESHOLD = 0.3
+LOCATE_SETTINGS = DetectorSettings(score_threshold=TRAIN_THRESHOLD, max_side=100_000)
+"""The detector that locates training faces (whole image, any size); the box cache is keyed on it."""
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SOURCE_PREFIXES = {"c7": "chandrikadeb7", "fm12k": "facemask12k", "mfn": "maskedfacenet",
                    "mfn2": "maskedfacenet"}
@@ -84,7 +87,7 @@ _DET: FaceDetector | None = None
 def _init_worker(model: str | None) -> None:
     global _DET
     cv2.setNumThreads(1)
-    _DET = FaceDetector(DetectorSettings(score_threshold=TRAIN_THRESHOLD, max_side=100_000), model)
+    _DET = FaceDetector(LOCATE_SETTINGS, model)
 
 
 def _locate_one(item: Item) -> Located:
@@ -106,7 +109,7 @@ def _locate_one(item: Item) -> Located:
 
 def _cache_key(items: list[Item]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"pad": PAD, "thr": TRAIN_THRESHOLD, "top_k": DetectorSettings().top_k, "v": 1}).encode())
+    h.update(json.dumps({"pad": PAD, "detector": dataclasses.asdict(LOCATE_SETTINGS), "v": 1}).encode())
     for it in items:
         st = it.path.stat()
         h.update(f"{it.path}|{st.st_size}|{int(st.st_mtime)}|{it.label}\n".encode())
