@@ -54,6 +54,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from groups_bench import VISIBLE  # the same rule for a head hidden by people in front
+
 from maskgate.bundle import load_bundle, split_heads
 from maskgate.classifier import Classifier
 from maskgate.config import Settings
@@ -91,9 +93,6 @@ RESUME_S = 2.0
 """Seconds the gate may take to decide again once frames return (issue 6: "decisions resume within 2 s
 of frames returning")."""
 MIN_FACE = 48
-VISIBLE = 0.8
-"""A head counts as in view when at least this share of it is not hidden by people in front (with
-``--people`` above 1; as in ``groups_bench.py``)."""
 COVERED_RULE = (
     "covered by a fault: no stretch of the visit clear of every stopping fault's reach held the judgeable "
     "frames (fully in view, >= 48 px wide, at least 80% of the head not hidden by people in front) the gate "
