@@ -51,14 +51,14 @@ from gpiozero.pins.mock import MockFactory
 
 import maskgate.pipeline
 from maskgate.bundle import load_bundle, split_files, split_heads
-from maskgate.classifier import Classifier
+from maskgate.classifier import Classifier, FaceClassifier
 from maskgate.config import Settings, replace
 from maskgate.decider import Decider
 from maskgate.detector import FaceDetector
 from maskgate.events import FrameResult
 from maskgate.outputs import Outputs
 from maskgate.peer_aizoo import AizooDetector, PeerFace
-from maskgate.pipeline import Pipeline, detector_settings
+from maskgate.pipeline import Pipeline, build_classifier, detector_settings
 from maskgate.sources import Frame, FrameList
 from maskgate.synthetic import SyntheticDoor, judged_label
 from maskgate.tracker import Observation, Tracker
@@ -159,7 +159,7 @@ class GateRun:
     stages: dict[str, tuple[float, int]]
 
 
-def run_gate(frames: list[Frame], s: Settings, det: FaceDetector, clf: Classifier) -> GateRun:
+def run_gate(frames: list[Frame], s: Settings, det: FaceDetector, clf: FaceClassifier) -> GateRun:
     out = Outputs(s.outputs, MockFactory())
     results: list[FrameResult] = []
     p = Pipeline(s, FrameList(frames), det, clf, out, observers=[results.append])
@@ -203,7 +203,7 @@ def outcomes(sd: Seed, triggers: dict[int, str | None], into: Outcomes) -> list[
     return out
 
 
-def score_gate(sd: Seed, results: list[FrameResult], det: FaceDetector, clf: Classifier,
+def score_gate(sd: Seed, results: list[FrameResult], det: FaceDetector, clf: FaceClassifier,
                s: Settings, base: int) -> tuple[Score, Score]:
     """Per-frame label score and per-frame decision score of one gate run on one seed."""
     lab, dec = Score(), Score()
@@ -229,7 +229,7 @@ def score_gate(sd: Seed, results: list[FrameResult], det: FaceDetector, clf: Cla
     return lab, dec
 
 
-def why_missed(frame: Frame, truth: tuple[int, int, int, int], det: FaceDetector, clf: Classifier,
+def why_missed(frame: Frame, truth: tuple[int, int, int, int], det: FaceDetector, clf: FaceClassifier,
                s: Settings) -> str:
     """Why the gate had no face on the person: look again with the whole-frame detector."""
     faces = [f for f in det.detect(frame.image) if on_person(f.box, truth)]
@@ -372,9 +372,11 @@ def main() -> None:
     print(f"new default [detector]: face_px {d.face_px}, every {d.every}, moving_every {d.moving_every}, "
           f"idle_every {d.idle_every}, motion {d.motion}")
 
-    clf = Classifier(args.bundle, threads=1)
+    first = Classifier(args.bundle, threads=1)
+    clfs = {name: build_classifier(s, first) for name, s in variants}
     dets = {name: FaceDetector(detector_settings(s), args.detector_model) for name, s in variants}
-    print(f"classifier: runtime {clf.runtime}, delegate {clf.delegate}; detector {dets[variants[0][0]].model_path}")
+    print(f"classifier: runtime {first.runtime}, delegate {first.delegate}; detector "
+          f"{dets[variants[0][0]].model_path}; " + "; ".join(f"{name}: {clfs[name]!r}" for name, _ in variants))
     az = AizooDetector(args.aizoo, threads=1) if args.aizoo.is_file() else None
 
     gate = {name: Tally() for name, _ in variants}
@@ -401,7 +403,7 @@ def main() -> None:
         best_az: tuple[float, list[list[PeerFace]], Counter[str]] | None = None
         for _ in range(args.rounds):
             for name, s in variants:
-                gr = run_gate(sd.frames, s, dets[name], clf)
+                gr = run_gate(sd.frames, s, dets[name], clfs[name])
                 if name not in best or gr.elapsed < best[name].elapsed:
                     best[name] = gr
             if az is not None:
@@ -426,7 +428,7 @@ def main() -> None:
             for k, (tot, cnt) in gr.stages.items():
                 g.stages[k] += tot
                 g.calls[k] += cnt
-            lab_s, dec_s = score_gate(sd, gr.results, dets[name], clf, s, base)
+            lab_s, dec_s = score_gate(sd, gr.results, dets[name], clfs[name], s, base)
             g.lab.merge(lab_s)
             g.dec.merge(dec_s)
             acts = outcomes(sd, {r.frame: r.decision.trigger for r in gr.results}, g.door)

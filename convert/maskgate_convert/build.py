@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from maskgate.bundle import MANIFEST, SCHEMA_VERSION, TensorInfo
-from maskgate.classifier import Classifier
+from maskgate.classifier import Classifier, FaceClassifier
 from maskgate.crop import CropRule, InputSpec, crop_face, square_box, to_model_input
 from maskgate.detector import PHOTO_BORDER, DetectorSettings, FaceDetector
 from maskgate.errors import ModelError
@@ -355,7 +355,7 @@ def predict(clf: Classifier, x: np.ndarray) -> tuple[list[str], np.ndarray]:
     return [clf.labels[i] for i in scores.argmax(1)], scores
 
 
-def evaluate_scenes(clf: Classifier, scenes: list[Scene], detector_model: str | None) -> dict[str, Any]:
+def evaluate_scenes(clf: FaceClassifier, scenes: list[Scene], detector_model: str | None) -> dict[str, Any]:
     """Detect with the device's settings, match to annotations (IoU >= 0.3), classify, decide."""
     det = FaceDetector(SCENE_DETECTOR, detector_model)
 

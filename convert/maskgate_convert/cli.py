@@ -77,6 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also train default on each source alone and test on the others")
     _add_common(cmp_)
     cmp_.set_defaults(func=_compare)
+    so = sub.add_parser("second-opinion", help="build the larger classifier the device asks about unsure faces "
+                                               "(a pretrained face network and a trained head), choose its band")
+    so.add_argument("--out", type=Path, default=Path("runs/second-opinion"))
+    so.add_argument("--first", type=Path, default=None, help="the first model's bundle (default: the shipped one)")
+    so.add_argument("--weights", type=Path, default=None,
+                    help="the @vladmandic/face-api 1.7.15 npm tarball (default: download once from the npm registry)")
+    so.add_argument("--epochs", type=int, default=40, help="maximum epochs of the head (early stopping on val loss)")
+    so.add_argument("--patience", type=int, default=5)
+    so.add_argument("--install", action="store_true", help="copy the bundle into the maskgate package")
+    so.add_argument("--report", type=Path, default=None, help="write the Markdown report here")
+    so.add_argument("--commands", default="", help="the commands that produced the run, for the report")
+    so.add_argument("--data", type=Path, default=SHARED / "data" / "faces")
+    so.add_argument("--scenes", type=Path, default=SHARED / "data" / "scenes")
+    so.add_argument("--no-scenes", action="store_true", help="skip the whole-pipeline scene evaluation")
+    so.add_argument("--detector-model", default=None)
+    so.add_argument("--limit-per-class", type=int, default=None)
+    so.add_argument("--seed", type=int, default=0)
+    so.set_defaults(func=_second_opinion)
     bm = sub.add_parser("bench-models", help="write the classifiers `maskgate bench --compare` measures "
                                              "(float, seed CNN, MobileNetV2) as .tflite bundles")
     bm.add_argument("--out", type=Path, default=Path("bench-models"), help="folder to write (default: bench-models)")
@@ -108,6 +126,34 @@ def _train(args: argparse.Namespace) -> int:
           f"{args.out / 'bundle'}")
     if args.install:
         _install(argparse.Namespace(run=args.out))
+    return 0
+
+
+def _second_opinion(args: argparse.Namespace) -> int:
+    from .second_opinion import SecondOptions, run_second_opinion
+
+    scenes = None if args.no_scenes else args.scenes
+    m = run_second_opinion(SecondOptions(data=args.data, scenes=scenes, out=args.out, first=args.first,
+                                         weights=args.weights, detector_model=args.detector_model,
+                                         epochs=args.epochs, patience=args.patience, seed=args.seed,
+                                         limit_per_class=args.limit_per_class, report=args.report,
+                                         commands=args.commands))
+    v, t = m["validation_int8"], m["test"]
+    print(f"second opinion: band {m['band']} (chosen on the validation faces); validation balanced accuracy "
+          f"{v['first']['balanced_accuracy_allow_deny']:.4f} -> {v['cascade']['balanced_accuracy_allow_deny']:.4f} "
+          f"(asked on {v['asked']:.1%}); test {t['first']['balanced_accuracy_allow_deny']:.4f} -> "
+          f"{t['cascade_int8']['balanced_accuracy_allow_deny']:.4f}; {m['int8_bytes']} bytes; bundle in "
+          f"{args.out / 'bundle'}")
+    if args.install:
+        from maskgate.second_opinion import default_second_dir
+
+        dst = Path(__file__).resolve().parents[2] / "edge" / "maskgate" / "model" / "second_opinion"
+        if not dst.parent.is_dir():
+            dst = default_second_dir()
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in ("model.tflite", "manifest.json"):
+            shutil.copy2(args.out / "bundle" / f, dst / f)
+        print(f"installed {args.out / 'bundle'} into {dst}")
     return 0
 
 

@@ -570,7 +570,8 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] = _progress) -> Ben
     missing: list[Missing] = []
     if plan.compare:
         for m in plan.models:
-            change: dict[str, Any] = {"classifier.model": str(m.bundle)}
+            # each alternative alone: the second opinion's band is chosen for the shipped classifier
+            change: dict[str, Any] = {"classifier.model": str(m.bundle), "classifier.second_opinion": False}
             if not m.trained:
                 # random weights give unsure verdicts on nearly every face, and the second look at them
                 # would run on nearly every frame: the row would time YuNet, not the classifier

@@ -28,14 +28,14 @@ import numpy as np
 from gpiozero.pins.mock import MockFactory
 
 from .bench_frames import EncodedFrame, EncodedSource
-from .classifier import Classifier, Verdict
+from .classifier import Classifier, FaceClassifier, Verdict
 from .config import Settings
 from .decider import Decider, plan
 from .detector import FaceDetector
 from .events import FaceEvent, FrameResult
 from .finder import in_roi, roi_pixels
 from .outputs import Outputs
-from .pipeline import Pipeline, build_detector, detector_settings
+from .pipeline import Pipeline, build_classifier, build_detector, detector_settings
 from .sources import orient
 from .stats import Stats
 from .tracker import Observation, Tracker
@@ -78,9 +78,10 @@ class CountingClassifier(Classifier):
 
     calls = 0
 
-    def classify(self, x: np.ndarray) -> Verdict:
+    def classify(self, x: np.ndarray, frame: np.ndarray | None = None,
+                 box: tuple[int, int, int, int] | None = None) -> Verdict:
         self.calls += 1
-        return super().classify(x)
+        return super().classify(x, frame, box)
 
 
 class OneStageGate:
@@ -171,9 +172,11 @@ def run_job(job: Job, warmup: Sequence[EncodedFrame], frames: Sequence[EncodedFr
     cv2.setNumThreads(threads)
     base_rss = _rss_mb("VmRSS")
     classifier: CountingClassifier | None = None
+    judge: FaceClassifier | None = None
     detector: Any = None
     if job.detector != "aizoo":
         classifier = CountingClassifier(s.classifier.model or None, threads=threads, delegate=s.classifier.delegate)
+        judge = build_classifier(s, classifier)
         if job.detector == "haar":
             from .haar import HaarFaceDetector
             detector = HaarFaceDetector(detector_settings(s))
@@ -184,8 +187,8 @@ def run_job(job: Job, warmup: Sequence[EncodedFrame], frames: Sequence[EncodedFr
     def gate(source: EncodedSource, stats: FrameStages, outputs: Outputs) -> Pipeline | OneStageGate:
         if job.detector == "aizoo":
             return OneStageGate(s, source, Path(job.aizoo), outputs, stats, results.append)
-        assert classifier is not None
-        return Pipeline(s, source, cast(FaceDetector, detector), classifier, outputs, stats=stats,
+        assert judge is not None
+        return Pipeline(s, source, cast(FaceDetector, detector), judge, outputs, stats=stats,
                         observers=[results.append])
 
     def run(frames_: Sequence[EncodedFrame], record: bool) -> tuple[list[float], list[dict[str, float]], list[int],

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from .bundle import Bundle, TensorInfo, load_bundle
-from .crop import face_input
+from .crop import CropRule, InputSpec, face_input
 from .errors import ModelError
 from .runtime import load_interpreter
 
@@ -25,6 +26,29 @@ class Verdict:
     label: str
     score: float
     scores: dict[str, float]
+
+
+class FaceClassifier(Protocol):
+    """What the gate, ``maskgate classify`` and the build's evaluation need of a classifier: one
+    :class:`Classifier`, or one with a second opinion (:class:`~maskgate.second_opinion.SecondOpinion`)."""
+
+    @property
+    def bundle(self) -> Bundle: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def input_spec(self) -> InputSpec: ...
+    @property
+    def crop_rule(self) -> CropRule: ...
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def delegate(self) -> str: ...
+
+    def classify(self, x: np.ndarray, frame: np.ndarray | None = None,
+                 box: tuple[int, int, int, int] | None = None) -> Verdict: ...
+
+    def classify_face(self, frame_bgr: np.ndarray, box: tuple[int, int, int, int]) -> Verdict: ...
 
 
 def _check(bundle: Bundle, what: str, actual: dict, expected: TensorInfo) -> None:
@@ -89,7 +113,11 @@ class Classifier:
             return (raw.astype(np.float32) - self._out_q.zero_point) * self._out_q.scale
         return raw.astype(np.float32)
 
-    def classify(self, x: np.ndarray) -> Verdict:
+    def classify(self, x: np.ndarray, frame: np.ndarray | None = None,
+                 box: tuple[int, int, int, int] | None = None) -> Verdict:
+        """Classify one model input. ``frame`` and ``box`` (where ``x`` came from) are for a
+        classifier that needs its own crop (:class:`~maskgate.second_opinion.SecondOpinion`); one
+        model ignores them."""
         s = self.scores(x)
         i = int(np.argmax(s))
         return Verdict(self.labels[i], float(s[i]), {lab: float(v) for lab, v in zip(self.labels, s, strict=True)})

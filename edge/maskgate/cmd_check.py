@@ -94,6 +94,7 @@ def check_outputs(out: Outputs, relay: bool, button_wait: float, seconds: float 
 
 def check_pipeline(settings: Settings, source: FrameSource | None = None) -> list[CheckResult]:
     from .pipeline import build_classifier, build_detector
+    from .second_opinion import SecondOpinion
 
     res: list[CheckResult] = []
     src = source
@@ -128,7 +129,11 @@ def check_pipeline(settings: Settings, source: FrameSource | None = None) -> lis
         clf = build_classifier(settings)
         verdicts = [clf.classify_face(frame, f.box) for f in faces] if frame is not None else []
         seen = ", ".join(f"{v.label} {v.score:.2f}" for v in verdicts) or "no face to judge"
-        res.append(CheckResult("classifier", PASS, f"{clf.bundle.name} on {clf.runtime}/{clf.delegate}: {seen}"))
+        what = f"{clf.bundle.name} on {clf.runtime}/{clf.delegate}"
+        if isinstance(clf, SecondOpinion):
+            what += (f", second opinion {clf.second.bundle.name} on {clf.second.runtime}/{clf.second.delegate} "
+                     f"between scores {clf.band.low} and {clf.band.high}")
+        res.append(CheckResult("classifier", PASS, f"{what}: {seen}"))
     except MaskgateError as exc:
         res.append(CheckResult("classifier", FAIL, str(exc), "reinstall maskgate or fix classifier.model"))
     return res

@@ -12,10 +12,11 @@ from typing import Any
 
 import cv2
 
-from .classifier import Classifier
+from .classifier import Classifier, FaceClassifier
 from .detector import PHOTO_BORDER, DetectorSettings, FaceDetector
 from .errors import ImageError
 from .imageio import read_image
+from .second_opinion import load_second_opinion
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=DetectorSettings().score_threshold,
                    help="detector score threshold")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-second-opinion", action="store_true",
+                   help="the small classifier alone (default: a larger one is asked about the faces it is unsure of)")
+    p.add_argument("--second-model", type=Path, default=None,
+                   help="second-opinion bundle directory (default: the shipped one)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +46,7 @@ def iter_images(paths: list[Path]) -> Iterator[Path]:
             yield p
 
 
-def classify_image(path: Path, det: FaceDetector, clf: Classifier) -> list[dict[str, Any]]:
+def classify_image(path: Path, det: FaceDetector, clf: FaceClassifier) -> list[dict[str, Any]]:
     """Every face of one image, boxes in the original image's pixels (a huge JPEG is decoded at
     reduced size and detection downscales further; boxes are mapped back)."""
     decoded = read_image(path)
@@ -59,7 +64,9 @@ def classify_image(path: Path, det: FaceDetector, clf: Classifier) -> list[dict[
 def run(args: argparse.Namespace) -> int:
     det = FaceDetector(DetectorSettings(score_threshold=args.threshold, max_side=1280, border=PHOTO_BORDER),
                        args.detector_model)
-    clf = Classifier(args.model, threads=args.threads)
+    first = Classifier(args.model, threads=args.threads)
+    clf: FaceClassifier = first if args.no_second_opinion else load_second_opinion(first, args.second_model,
+                                                                                   threads=args.threads)
     n_ok = n_bad = 0
     for path in iter_images(args.paths):
         try:

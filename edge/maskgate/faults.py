@@ -547,8 +547,9 @@ class FaultyClassifier(_FaultyStage):
 
     stage = "inference"
 
-    def classify(self, x: np.ndarray) -> Any:
-        return self._call(lambda: self.inner.classify(x), "inference")
+    def classify(self, x: np.ndarray, frame: np.ndarray | None = None,
+                 box: tuple[int, int, int, int] | None = None) -> Any:
+        return self._call(lambda: self.inner.classify(x, frame, box), "inference")
 
 
 def broken_bundle(kind: str, dest: str | Path, source: str | Path | None = None) -> Path:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .classifier import Classifier
+from .classifier import FaceClassifier
 from .config import LABELS, Settings
 from .crop import colourless, face_input
 from .decider import BAD_LABELS, unsure
@@ -54,7 +54,7 @@ class FaceFinder:
     classifier (:meth:`configure` swaps them on a reload). The tracker and the template follower are
     the gate's, shared: searches keep weak boxes on tracked faces, and follow by their templates."""
 
-    def __init__(self, settings: Settings, detector: FaceDetector, classifier: Classifier, tracker: Tracker,
+    def __init__(self, settings: Settings, detector: FaceDetector, classifier: FaceClassifier, tracker: Tracker,
                  follower: FaceFollower, stats: Stats) -> None:
         self.settings = settings
         self.detector = detector
@@ -63,7 +63,7 @@ class FaceFinder:
         self.follower = follower
         self.stats = stats
 
-    def configure(self, settings: Settings, detector: FaceDetector, classifier: Classifier) -> None:
+    def configure(self, settings: Settings, detector: FaceDetector, classifier: FaceClassifier) -> None:
         self.settings = settings
         self.detector = detector
         self.classifier = classifier
@@ -198,7 +198,8 @@ class FaceFinder:
             if best is None or iou(best, o.box) < REFINE_IOU:
                 out.append(o)
                 continue
-            v = self.classifier.classify(face_input(img, best, self.classifier.input_spec, self.classifier.crop_rule))
+            v = self.classifier.classify(face_input(img, best, self.classifier.input_spec, self.classifier.crop_rule),
+                                         img, best)
             self.stats.score(v.label, v.score)
             out.append(o if v.label == "no_face" else dataclasses.replace(o, box=best, label=v.label, score=v.score))
         return out
@@ -219,7 +220,7 @@ class FaceFinder:
             x = face_input(img, f.box, self.classifier.input_spec, self.classifier.crop_rule)
             if colourless(x, self.classifier.input_spec):
                 continue
-            v = self.classifier.classify(x)
+            v = self.classifier.classify(x, img, f.box)
             self.stats.score(v.label, v.score)
             if v.label in BAD_LABELS and v.score >= d.bare_score:
                 out.append(v.label)
@@ -247,7 +248,7 @@ class FaceFinder:
                 obs.append(Observation(f.box, UNJUDGED, 0.0))
                 continue
             t = time.perf_counter()
-            v = self.classifier.classify(x)
+            v = self.classifier.classify(x, img, f.box)
             t_cls += time.perf_counter() - t
             self.stats.score(v.label, v.score)
             if v.label == "no_face" and v.score >= s.decision.no_face_score:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .cadence import DETECT, FOLLOW, Cadence
-from .classifier import Classifier
+from .classifier import Classifier, FaceClassifier
 from .config import LABELS, Settings
 from .crop import colourless_picture, dark_picture, picture_sample
 from .decider import VETO_DETAIL, Decider, Decision, plan
@@ -35,6 +35,7 @@ from .follow import FaceFollower
 from .health import Health, watched
 from .imageio import to_bgr
 from .outputs import Outputs
+from .second_opinion import load_second_opinion
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
 from .tracker import Tracker, iou
@@ -62,12 +63,16 @@ def build_detector(s: Settings) -> FaceDetector:
     return FaceDetector(detector_settings(s), s.detector.model or None)
 
 
-def build_classifier(s: Settings) -> Classifier:
+def build_classifier(s: Settings, first: Classifier | None = None) -> FaceClassifier:
+    """The configured classifier (``first``, if given, instead of loading ``classifier.model``),
+    with its second opinion when ``classifier.second_opinion`` is on."""
     c = s.classifier
-    clf = Classifier(c.model or None, threads=c.threads, delegate=c.delegate)
+    clf = first or Classifier(c.model or None, threads=c.threads, delegate=c.delegate)
     log.info("classifier %s: runtime %s, delegate %s, %d thread(s)", clf.bundle.name, clf.runtime,
              clf.delegate, c.threads)
-    return clf
+    if not c.second_opinion:
+        return clf
+    return load_second_opinion(clf, c.second_model or None, threads=c.threads, delegate=c.delegate)
 
 
 NO_COLOUR = "no colour in the picture"
@@ -80,7 +85,7 @@ class Pipeline:
     """One gate: a source, a detector, a classifier, a tracker, a decider and the outputs."""
 
     def __init__(self, settings: Settings, source: FrameSource, detector: FaceDetector,
-                 classifier: Classifier, outputs: Outputs, *, stats: Stats | None = None,
+                 classifier: FaceClassifier, outputs: Outputs, *, stats: Stats | None = None,
                  observers: list[Observer] | None = None, on_alive: Callable[[], None] | None = None,
                  reloader: Callable[[], Settings] | None = None, max_frames: int | None = None,
                  keep_images: bool = False, health: Health | None = None,
@@ -144,7 +149,7 @@ class Pipeline:
         return self.finder.detector
 
     @property
-    def classifier(self) -> Classifier:
+    def classifier(self) -> FaceClassifier:
         return self.finder.classifier
 
     # -- control ---------------------------------------------------------------------------------
