@@ -75,3 +75,20 @@ def test_photos_are_also_searched_with_a_border_so_a_face_cut_by_the_edge_is_fou
     assert res.returncode == 0, res.stderr
     boxes = [tuple(f["box"]) for f in json.loads(res.stdout)["faces"]]
     assert any(iou(b, edge) >= 0.3 for b in boxes), boxes
+
+
+def test_classify_asks_the_second_opinion_about_unsure_faces(scenes_dir: Path, tmp_path: Path) -> None:
+    """A masked face (annotated with_mask) the small classifier calls bare at 0.73: inside the band,
+    the second opinion is asked and the average says masked. Without it the small one's verdict stands."""
+    img = str(scenes_dir / "images" / "maksssksksss392.jpg")
+
+    def big_face(*flags: str) -> dict[str, object]:
+        res = _run("--json", *flags, img)
+        assert res.returncode == 0, res.stderr
+        faces = json.loads(res.stdout)["faces"]
+        return max(faces, key=lambda f: f["box"][2])
+
+    assert big_face()["label"] == "with_mask"
+    assert big_face("--no-second-opinion")["label"] == "without_mask"
+    res = _run("--second-model", str(tmp_path / "nowhere"), img)
+    assert res.returncode != 0 and str(tmp_path / "nowhere") in res.stderr

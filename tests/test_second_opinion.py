@@ -90,12 +90,13 @@ def test_the_second_model_is_asked_only_inside_the_band(cascade: SecondOpinion, 
 
 
 def test_config_turns_the_second_opinion_off_and_names_a_missing_bundle(tmp_path: Path) -> None:
-    assert isinstance(build_classifier(parse_config("")), SecondOpinion)
-    plain = build_classifier(parse_config("[classifier]\nsecond_opinion = false\n"))
-    assert isinstance(plain, Classifier)
+    # the gate runs the small classifier alone unless the config asks for the second opinion
+    assert isinstance(build_classifier(parse_config("")), Classifier)
+    asked = build_classifier(parse_config("[classifier]\nsecond_opinion = true\n"))
+    assert isinstance(asked, SecondOpinion) and asked.band == Band(*asked.second.bundle.manifest["band"])
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelError, match=str(missing)):
-        build_classifier(parse_config(f'[classifier]\nsecond_model = "{missing}"\n'))
+        build_classifier(parse_config(f'[classifier]\nsecond_opinion = true\nsecond_model = "{missing}"\n'))
 
 
 def test_a_bundle_without_a_band_is_refused_with_its_path(tmp_path: Path) -> None:

@@ -202,9 +202,10 @@ class ClassifierConfig:
     threads: int = _opt(1, "interpreter threads", _range(1, 8))
     delegate: str = _opt("cpu", "cpu | edgetpu (Coral; falls back to CPU with a warning)",
                          _one_of("cpu", "edgetpu"))
-    second_opinion: bool = _opt(True, "ask a larger classifier (a pretrained face network, about 60 times the "
-                                      "small one's cost per face) about the faces the small one is unsure of, "
-                                      "and average the two answers (the band is in the second bundle's manifest)")
+    second_opinion: bool = _opt(False, "ask a larger classifier (a pretrained face network, about 60 times the "
+                                       "small one's cost per face) about the faces the small one is unsure of, and "
+                                       "average the two answers (the band is in the second bundle's manifest); off "
+                                       "at the door, where it measured no better (`maskgate classify` uses it)")
     second_model: str = _opt("", "second-opinion bundle directory; empty: the one shipped with maskgate")
 
 
