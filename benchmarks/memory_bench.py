@@ -53,13 +53,16 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between RSS samples")
     ap.add_argument("--warmup", type=int, default=500, help="frames before 'start' is taken")
     ap.add_argument("--faces", type=Path, default=SHARED / "data" / "faces")
+    ap.add_argument("--config-extra", default="", help="more TOML appended to the temporary config, e.g. "
+                                                        "'[classifier]\\nsecond_opinion = \"deny\"'")
     ap.add_argument("--detector-model", type=Path,
                     default=SHARED / "models" / "face_detection_yunet_2023mar.onnx")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "maskgate.toml"
-        cfg.write_text(f'[detector]\nmodel = "{args.detector_model}"\n[source]\nfaces = "{args.faces}"\n')
+        extra = args.config_extra.encode().decode("unicode_escape")
+        cfg.write_text(f'[detector]\nmodel = "{args.detector_model}"\n[source]\nfaces = "{args.faces}"\n{extra}\n')
         cmd = [sys.executable, "-m", "maskgate", "demo", "--config", str(cfg), "--source", "synthetic",
                "--fast", "--frames", str(args.frames), "--people", str(args.people), "--seed", str(args.seed)]
         print("command: " + " ".join(cmd))

@@ -289,11 +289,14 @@ def fmt_latency(lat: list[float | None]) -> str:
             f"{quick}/{len(opened)}")
 
 
-def _value(text: str) -> bool | int | float:
-    """A --variant value: true/false, an integer or a decimal number."""
+def _value(text: str) -> bool | int | float | str:
+    """A --variant value: true/false, an integer, a decimal number, or else the word itself."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    return float(text) if "." in text else int(text)
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text
 
 
 def variant(**changes: Any) -> Settings:

@@ -74,7 +74,7 @@ from maskgate.faults import (
 )
 from maskgate.health import Health
 from maskgate.outputs import Outputs
-from maskgate.pipeline import Pipeline, detector_settings
+from maskgate.pipeline import Pipeline, build_classifier, detector_settings
 from maskgate.scenes import iou
 from maskgate.sources import Frame, TruthFace
 from maskgate.synthetic import SyntheticDoor
@@ -239,7 +239,9 @@ def run_pass(args: argparse.Namespace, faulty: bool) -> dict[str, Any]:
                     frame_timeout=s.source.frame_timeout, start_wall=door.start_wall or 0.0)
     det = FaultyDetector(FaceDetector(detector_settings(s), args.detector_model), inj, sleep=clock.sleep,
                          slow_base=DEVICE_COST["detect"])
-    clf = FaultyClassifier(Classifier(bundle, threads=1), inj, sleep=clock.sleep, slow_base=DEVICE_COST["classify"])
+    # the configured classifier (with its second opinion before alarms, the default), inference faulted
+    clf = FaultyClassifier(build_classifier(s, Classifier(bundle, threads=1)), inj, sleep=clock.sleep,
+                           slow_base=DEVICE_COST["classify"])
     factory = FaultyPinFactory(inj, history=16)
     outputs = Outputs(s.outputs, factory)
     pin = factory.pin(s.outputs.pins.relay)

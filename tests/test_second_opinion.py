@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from maskgate.bundle import default_bundle_dir, load_bundle
 from maskgate.classifier import Classifier, Verdict
 from maskgate.config import parse_config
-from maskgate.errors import ModelError
+from maskgate.errors import ConfigFileError, ModelError
 from maskgate.imageio import read_bgr
 from maskgate.pipeline import build_classifier
 from maskgate.second_opinion import Band, SecondOpinion, combine, default_second_dir, load_second_opinion
@@ -89,14 +90,20 @@ def test_the_second_model_is_asked_only_inside_the_band(cascade: SecondOpinion, 
     assert inside >= 1 and outside >= 100
 
 
-def test_config_turns_the_second_opinion_off_and_names_a_missing_bundle(tmp_path: Path) -> None:
-    # the gate runs the small classifier alone unless the config asks for the second opinion
-    assert isinstance(build_classifier(parse_config("")), Classifier)
-    asked = build_classifier(parse_config("[classifier]\nsecond_opinion = true\n"))
-    assert isinstance(asked, SecondOpinion) and asked.band == Band(*asked.second.bundle.manifest["band"])
+def test_config_chooses_when_the_second_opinion_is_asked_and_names_a_missing_bundle(tmp_path: Path) -> None:
+    # the gate asks the second opinion before an alarm unless the config turns it off
+    default = build_classifier(parse_config(""))
+    assert isinstance(default, SecondOpinion) and default.when == "deny"
+    assert isinstance(build_classifier(parse_config('[classifier]\nsecond_opinion = "off"\n')), Classifier)
+    for when in ("unsure", "deny"):
+        asked = build_classifier(parse_config(f'[classifier]\nsecond_opinion = "{when}"\n'))
+        assert isinstance(asked, SecondOpinion) and asked.when == when
+        assert asked.band == Band(*asked.second.bundle.manifest["band"])
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelError, match=str(missing)):
-        build_classifier(parse_config(f'[classifier]\nsecond_opinion = true\nsecond_model = "{missing}"\n'))
+        build_classifier(parse_config(f'[classifier]\nsecond_opinion = "deny"\nsecond_model = "{missing}"\n'))
+    with pytest.raises(ConfigFileError, match=r"classifier.second_opinion: must be one of 'off', 'unsure', 'deny'"):
+        parse_config('[classifier]\nsecond_opinion = "always"\n')
 
 
 def test_a_bundle_without_a_band_is_refused_with_its_path(tmp_path: Path) -> None:
@@ -147,3 +154,59 @@ def test_second_opinion_build_from_the_npm_weights(tmp_path: Path, faces_dir: Pa
     assert tuple(man["band"]) in BANDS
     cascade = load_second_opinion(Classifier(), out / "bundle")
     assert cascade.classify_face(img, box).label in cascade.labels
+
+
+# Masked validation faces the small classifier reads as bare (0.92-0.99) and the second model as
+# masked (0.97-1.0), with the face box the build located in each image.
+MISREAD_MASKED = {"c7_02073.jpg": (62, 34, 99, 132), "fm12k_11163.jpg": (31, 9, 164, 207),
+                  "fm12k_02597.jpg": (57, 44, 136, 164)}
+
+
+def _door_run(faces_dir: Path, yunet_path: Path, mode: str) -> tuple[list[tuple[str, list[str]]], Any, Any]:
+    from gpiozero.pins.mock import MockFactory
+
+    from maskgate.bundle import split_heads
+    from maskgate.config import Settings, replace
+    from maskgate.detector import FaceDetector
+    from maskgate.events import FrameResult
+    from maskgate.outputs import Outputs
+    from maskgate.pipeline import Pipeline, detector_settings
+    from maskgate.stats import Stats
+    from maskgate.synthetic import SyntheticDoor
+
+    s = replace(Settings(), classifier={"second_opinion": mode})
+    bare = dict(list(split_heads(load_bundle(default_bundle_dir()), "val")["without_mask"].items())[:3])
+    door = SyntheticDoor(faces_dir, 480, 360, 10, script=[["with_mask"], ["without_mask"]] * 3, seed=5,
+                         realtime=False, start_wall=0.0, heads={"with_mask": MISREAD_MASKED, "without_mask": bare})
+    results: list[FrameResult] = []
+    stats = Stats()
+    out = Outputs(s.outputs, MockFactory(), mode=s.decision.mode)
+    door.open()
+    try:
+        Pipeline(s, door, FaceDetector(detector_settings(s), str(yunet_path)), build_classifier(s), out,
+                 stats=stats, observers=[results.append]).run()
+    finally:
+        out.close()
+        door.close()
+    visits = [(v.people[0].label, [r.decision.trigger for r in results
+                                   if v.start <= r.frame < v.end and r.decision.trigger])
+              for v in door.visits_until(0)]
+    return visits, stats, results
+
+
+def test_deny_mode_holds_the_alarm_for_masked_faces_the_small_model_misreads(faces_dir: Path, yunet_path: Path) -> None:
+    alone, stats_alone, _ = _door_run(faces_dir, yunet_path, "off")
+    asked, stats, _ = _door_run(faces_dir, yunet_path, "deny")
+    # alone, the small classifier sounds the alarm for masked visitors
+    assert any("alarm" in trig for label, trig in alone if label == "with_mask"), alone
+    assert stats_alone.second_looks == 0
+    # with the second look before an alarm: no masked visitor is buzzed, every bare one buzzed
+    # alone still is, and nobody bare is let in
+    for (label, trig), (_, trig_alone) in zip(asked, alone, strict=True):
+        if label == "with_mask":
+            assert "alarm" not in trig, asked
+        else:
+            assert ("alarm" in trig) == ("alarm" in trig_alone) and "open" not in trig, (asked, alone)
+    assert sum("alarm" in trig for label, trig in asked if label == "without_mask") >= 2
+    assert stats.second_looks >= stats.alarms_held > 0
+    assert stats.second_looks < 60  # it looks only before an alarm, not on every bare frame

@@ -571,7 +571,7 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] = _progress) -> Ben
     if plan.compare:
         for m in plan.models:
             # each alternative alone: the second opinion's band is chosen for the shipped classifier
-            change: dict[str, Any] = {"classifier.model": str(m.bundle), "classifier.second_opinion": False}
+            change: dict[str, Any] = {"classifier.model": str(m.bundle), "classifier.second_opinion": "off"}
             if not m.trained:
                 # random weights give unsure verdicts on nearly every face, and the second look at them
                 # would run on nearly every frame: the row would time YuNet, not the classifier

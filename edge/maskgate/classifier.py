@@ -71,9 +71,9 @@ class Classifier:
     """Loads a bundle once and classifies face inputs."""
 
     def __init__(self, bundle: str | Path | Bundle | None = None, threads: int = 1,
-                 delegate: str = "cpu") -> None:
+                 delegate: str = "cpu", xnnpack: bool = True) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        loaded = load_interpreter(self.bundle.model_path, threads, delegate, self.bundle.edgetpu_model())
+        loaded = load_interpreter(self.bundle.model_path, threads, delegate, self.bundle.edgetpu_model(), xnnpack)
         self.runtime = loaded.runtime
         self.delegate = loaded.delegate
         self._interp = loaded.interpreter

@@ -131,8 +131,9 @@ def check_pipeline(settings: Settings, source: FrameSource | None = None) -> lis
         seen = ", ".join(f"{v.label} {v.score:.2f}" for v in verdicts) or "no face to judge"
         what = f"{clf.bundle.name} on {clf.runtime}/{clf.delegate}"
         if isinstance(clf, SecondOpinion):
-            what += (f", second opinion {clf.second.bundle.name} on {clf.second.runtime}/{clf.second.delegate} "
-                     f"between scores {clf.band.low} and {clf.band.high}")
+            when = ("before an alarm" if clf.when == "deny" else
+                    f"between scores {clf.band.low} and {clf.band.high}")
+            what += f", second opinion {clf.second.bundle.name} on {clf.second.runtime}/{clf.second.delegate} {when}"
         res.append(CheckResult("classifier", PASS, f"{what}: {seen}"))
     except MaskgateError as exc:
         res.append(CheckResult("classifier", FAIL, str(exc), "reinstall maskgate or fix classifier.model"))

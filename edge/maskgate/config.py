@@ -202,10 +202,13 @@ class ClassifierConfig:
     threads: int = _opt(1, "interpreter threads", _range(1, 8))
     delegate: str = _opt("cpu", "cpu | edgetpu (Coral; falls back to CPU with a warning)",
                          _one_of("cpu", "edgetpu"))
-    second_opinion: bool = _opt(False, "ask a larger classifier (a pretrained face network, about 60 times the "
-                                       "small one's cost per face) about the faces the small one is unsure of, and "
-                                       "average the two answers (the band is in the second bundle's manifest); off "
-                                       "at the door, where it measured no better (`maskgate classify` uses it)")
+    second_opinion: str = _opt("deny", "a larger classifier (a pretrained face network, about 60 times the small "
+                                       "one's cost per face) as a second opinion. deny: it looks at a face before "
+                                       "a vote that would sound the alarm, and where it sees a mask the vote turns "
+                                       "uncertain (a masked face misread as bare is not buzzed; never opens the "
+                                       "door); unsure: averaged on faces whose with_mask score lies in the second "
+                                       "bundle's band (what `maskgate classify` does); off: the small one alone",
+                               _one_of("off", "unsure", "deny"))
     second_model: str = _opt("", "second-opinion bundle directory; empty: the one shipped with maskgate")
 
 

@@ -21,6 +21,7 @@ from .crop import colourless, face_input
 from .decider import BAD_LABELS, unsure
 from .detector import Face, FaceDetector
 from .follow import FaceFollower
+from .second_opinion import combine
 from .stats import Stats
 from .tracker import ALLOW_LABEL, Observation, Track, Tracker, iou, nested, one_per_face
 
@@ -202,6 +203,53 @@ class FaceFinder:
                                          img, best)
             self.stats.score(v.label, v.score)
             out.append(o if v.label == "no_face" else dataclasses.replace(o, box=best, label=v.label, score=v.score))
+        return out
+
+    def would_deny(self, o: Observation, tracks: list[Track], ts: float) -> bool:
+        """Whether this verdict's vote would make its face's track decide ``deny`` (and sound the
+        alarm) for the first time: a bare or wrongly masked vote, on a track (the one it overlaps
+        most) whose other recent votes lack only this one, and which has not sounded it yet."""
+        d = self.settings.decision
+        if o.label not in BAD_LABELS or o.score < d.bare_score:
+            return False
+        overlap, best = max(((iou(t.predict(ts), o.box), t) for t in tracks), key=lambda p: p[0],
+                            default=(0.0, None))
+        if best is None or overlap < d.track_iou:
+            return d.votes <= 1
+        if "alarm" in best.triggered:
+            return False
+        recent = list(best.votes)[-(d.window - 1):] if d.window > 1 else []
+        bad = sum(label in BAD_LABELS and score >= d.bare_score for label, score in recent)
+        return bad + 1 >= d.votes
+
+    def confirm_denials(self, img: np.ndarray, obs: list[Observation], tracks: list[Track],
+                        ts: float) -> list[Observation]:
+        """``classifier.second_opinion = "deny"``: before a vote that would sound the alarm
+        (:meth:`would_deny`), the second model looks at the face. Only if it would vote masked on its
+        own (``with_mask`` at ``decision.mask_score`` or more) is the vote replaced, by the average of
+        the two verdicts, which then votes neither way: no alarm, and never the door (a ``with_mask``
+        average is kept under ``mask_score``; with the default thresholds it is at most 0.7 anyway).
+        Otherwise the small model's vote stands."""
+        second = getattr(self.classifier, "second_verdict", None)
+        if second is None:
+            return obs
+        d = self.settings.decision
+        out = []
+        for o in obs:
+            if not self.would_deny(o, tracks, ts):
+                out.append(o)
+                continue
+            self.stats.count("second_looks")
+            w = second(img, o.box)
+            if w.scores.get(ALLOW_LABEL, 0.0) < d.mask_score:
+                out.append(o)
+                continue
+            first = self.classifier.classify(face_input(img, o.box, self.classifier.input_spec,
+                                                        self.classifier.crop_rule))
+            v = combine(first, w)
+            score = min(v.score, float(np.nextafter(d.mask_score, 0.0))) if v.label == ALLOW_LABEL else v.score
+            self.stats.count("alarms_held")
+            out.append(dataclasses.replace(o, label=v.label, score=float(score)))
         return out
 
     def judge_small(self, img: np.ndarray, faces: list[Face], tracks: list[Track], ts: float) -> tuple[str, ...]:

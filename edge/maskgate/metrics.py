@@ -113,6 +113,10 @@ def render(board: StatusBoard) -> str:
          snap["size_changes"]),
         ("maskgate_door_vetoes_total", "searched frames on which the door would have opened but waited: a face "
          "narrower than detector.min_face in the doorway was judged bare or wrongly masked", snap["vetoes"]),
+        ("maskgate_second_looks_total", "faces the second opinion looked at before a vote that would sound the "
+         "alarm (classifier.second_opinion = deny)", snap["second_looks"]),
+        ("maskgate_alarms_held_total", "of those, votes the second opinion turned uncertain (it saw a mask)",
+         snap["alarms_held"]),
         ("maskgate_relay_pulses_total", "door relay pulses started (door opened)", snap["relay_pulses"]),
         ("maskgate_camera_reconnects_total", "times the frame source was reopened after failing",
          snap["camera_reconnects"]),

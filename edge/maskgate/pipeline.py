@@ -65,14 +65,15 @@ def build_detector(s: Settings) -> FaceDetector:
 
 def build_classifier(s: Settings, first: Classifier | None = None) -> FaceClassifier:
     """The configured classifier (``first``, if given, instead of loading ``classifier.model``),
-    with its second opinion when ``classifier.second_opinion`` is on."""
+    with its second opinion unless ``classifier.second_opinion`` is ``off``."""
     c = s.classifier
     clf = first or Classifier(c.model or None, threads=c.threads, delegate=c.delegate)
     log.info("classifier %s: runtime %s, delegate %s, %d thread(s)", clf.bundle.name, clf.runtime,
              clf.delegate, c.threads)
-    if not c.second_opinion:
+    if c.second_opinion == "off":
         return clf
-    return load_second_opinion(clf, c.second_model or None, threads=c.threads, delegate=c.delegate)
+    return load_second_opinion(clf, c.second_model or None, threads=c.threads, delegate=c.delegate,
+                               when=c.second_opinion)
 
 
 NO_COLOUR = "no colour in the picture"
@@ -501,6 +502,10 @@ class Pipeline:
             t = time.perf_counter()
             obs = self.finder.refine(img, obs, again)
             self.stats.stage("refine", time.perf_counter() - t)
+        if s.classifier.second_opinion == "deny":
+            t = time.perf_counter()
+            obs = self.finder.confirm_denials(img, obs, self.tracker.tracks, ts)
+            self.stats.stage("confirm", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
             self.cadence.search_next(around=expected)  # around the followed faces (with every_around)
         t = time.perf_counter()

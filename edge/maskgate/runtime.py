@@ -42,8 +42,11 @@ class LoadedInterpreter:
 
 
 def load_interpreter(model: Path, threads: int = 1, delegate: str = "cpu",
-                     edgetpu_model: Path | None = None) -> LoadedInterpreter:
-    """Build one interpreter for ``model`` (once, not per frame) and allocate its tensors."""
+                     edgetpu_model: Path | None = None, xnnpack: bool = True) -> LoadedInterpreter:
+    """Build one interpreter for ``model`` (once, not per frame) and allocate its tensors.
+
+    ``xnnpack=False`` runs TFLite's own kernels instead of the default XNNPACK delegate, which keeps
+    a second, repacked copy of the weights: for a large model asked rarely, memory over speed."""
     name, mod = _modules()
     if delegate not in ("cpu", "edgetpu"):
         raise ModelError(f"delegate must be 'cpu' or 'edgetpu' (got {delegate!r})")
@@ -60,9 +63,12 @@ def load_interpreter(model: Path, threads: int = 1, delegate: str = "cpu",
             except (ValueError, OSError, RuntimeError) as exc:
                 log.warning("Edge TPU delegate unavailable (%s); falling back to CPU", exc)
     try:
-        interp = mod.Interpreter(model_path=str(model), num_threads=threads)
+        kw: dict[str, Any] = {}
+        if not xnnpack:
+            kw["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        interp = mod.Interpreter(model_path=str(model), num_threads=threads, **kw)
         interp.allocate_tensors()
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelError(f"{model}: the TFLite runtime refused the model ({exc})") from exc
-    log.info("runtime %s on CPU, %d thread(s) (%s)", name, threads, model)
+    log.info("runtime %s on CPU%s, %d thread(s) (%s)", name, "" if xnnpack else " without XNNPACK", threads, model)
     return LoadedInterpreter(interp, name, "cpu", model)

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 ALLOW = "with_mask"
 NO_FACE = "no_face"
+UNSURE = "unsure"
+DENY = "deny"
 SECOND_DIR = "second_opinion"
 """The shipped second-opinion bundle's folder, inside the shipped bundle's folder."""
 
@@ -74,14 +76,19 @@ class Band:
 class SecondOpinion:
     """The first classifier, and a second one asked about the faces inside :attr:`band`."""
 
-    def __init__(self, first: Classifier, second: Classifier, band: Band) -> None:
+    def __init__(self, first: Classifier, second: Classifier, band: Band, when: str = UNSURE) -> None:
         extra = [lab for lab in second.labels if lab not in first.labels or lab == NO_FACE]
         if extra or ALLOW not in second.labels:
             raise ModelError(f"{second.bundle.model_path}: second-opinion labels {list(second.labels)} must be face "
                              f"labels of the first model {list(first.labels)}, with {ALLOW!r}")
+        if when not in (UNSURE, DENY):
+            raise ValueError(f"second opinion: when must be {UNSURE!r} or {DENY!r} (got {when!r})")
         self.first = first
         self.second = second
         self.band = band
+        self.when = when
+        """``unsure``: :meth:`classify` asks about the faces inside the band; ``deny``: it never asks,
+        and the gate asks through :meth:`second_look` before a vote that would sound the alarm."""
         self.asked = 0
         """How many faces the second model was asked about."""
 
@@ -122,22 +129,31 @@ class SecondOpinion:
         """The first model's verdict on ``x``; with the ``frame`` and ``box`` it came from, and a
         ``with_mask`` score inside the band, the average with the second model's verdict."""
         v = self.first.classify(x)
-        if frame is None or box is None or not self.band.holds(v.scores.get(ALLOW, 0.0)):
+        if self.when != UNSURE or frame is None or box is None or not self.band.holds(v.scores.get(ALLOW, 0.0)):
             return v
+        return self.second_look(v, frame, box)
+
+    def second_look(self, first: Verdict, frame: np.ndarray, box: tuple[int, int, int, int]) -> Verdict:
+        """The first model's verdict ``first`` on ``box`` averaged with the second model's."""
+        return combine(first, self.second_verdict(frame, box))
+
+    def second_verdict(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> Verdict:
+        """The second model's own verdict on ``box`` (counted in :attr:`asked`)."""
         self.asked += 1
-        w = self.second.classify(face_input(frame, box, self.second.input_spec, self.second.crop_rule))
-        return combine(v, w)
+        return self.second.classify(face_input(frame, box, self.second.input_spec, self.second.crop_rule))
 
     def classify_face(self, frame_bgr: np.ndarray, box: tuple[int, int, int, int]) -> Verdict:
         return self.classify(face_input(frame_bgr, box, self.input_spec, self.crop_rule), frame_bgr, box)
 
 
 def load_second_opinion(first: Classifier, directory: str | Path | None = None, band: Band | None = None,
-                        threads: int = 1, delegate: str = "cpu") -> SecondOpinion:
+                        threads: int = 1, delegate: str = "cpu", when: str = UNSURE) -> SecondOpinion:
     """``first`` with the second-opinion bundle at ``directory`` (default: the shipped one), asked
     inside ``band`` (default: the band in its manifest, chosen by the build for one first model)."""
     d = Path(directory) if directory else default_second_dir()
-    second = Classifier(load_bundle(d), threads=threads, delegate=delegate)
+    # TFLite's own kernels: XNNPACK would keep a repacked copy of the 5.6 M weights (about 8 MB more
+    # resident memory) to make a rarely asked model about twice as fast
+    second = Classifier(load_bundle(d), threads=threads, delegate=delegate, xnnpack=False)
     if band is None:
         raw = second.bundle.manifest.get("band")
         try:
@@ -151,4 +167,4 @@ def load_second_opinion(first: Classifier, directory: str | Path | None = None, 
                     str(chosen_for)[:12], str(first.bundle.manifest.get("sha256"))[:12])
     log.info("second opinion %s (band %s-%s): runtime %s, delegate %s", second.bundle.name, band.low, band.high,
              second.runtime, second.delegate)
-    return SecondOpinion(first, second, band)
+    return SecondOpinion(first, second, band, when)
