@@ -2,9 +2,11 @@
 
 The shipped classifier is tiny (2.9 M multiply-adds) and right on almost every face; a larger one
 built on a pretrained face network (dlib's ResNet face descriptor with a head trained by
-``maskgate-convert second-opinion``; 8-9 ms per face on one x86 core, about 60 times the small one)
-errs on other faces. So the larger model is asked only when the small one's ``with_mask`` score
-lies inside a band (:attr:`SecondOpinion.band`), and the two answers are averaged:
+``maskgate-convert second-opinion``; 17 ms per face on one x86 core on TFLite's own kernels, 8.5 ms
+with XNNPACK, 60-120 times the small one) errs on other faces. It is asked at one of two moments
+(:attr:`SecondOpinion.when`): ``unsure``, when the small one's ``with_mask`` score lies inside a band
+(:attr:`SecondOpinion.band`; ``maskgate classify``); or ``deny``, when the gate is about to sound the
+alarm (:meth:`maskgate.finder.FaceFinder.confirm_denials`). The two answers are averaged:
 
     combined[c] = (first[c] + second[c] * (1 - first[no_face])) / 2   for each face label c
     combined[no_face] = first[no_face]
