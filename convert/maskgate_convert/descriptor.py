@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from maskgate.errors import ModelError
+from maskgate.model_store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ LICENCE = ("Second opinion: a head trained by maskgate-convert on the pooled fea
 def fetch_tarball(dest_dir: Path, url: str = NPM_URL) -> Path:
     """The face-api npm tarball in ``dest_dir``, downloaded once and checked against :data:`NPM_SHA256`."""
     dest = dest_dir / url.rsplit("/", 1)[-1]
-    if dest.is_file() and sha256_of(dest) == NPM_SHA256:
+    if dest.is_file() and sha256_file(dest) == NPM_SHA256:
         return dest
     dest_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s", url)
@@ -60,13 +61,9 @@ def fetch_tarball(dest_dir: Path, url: str = NPM_URL) -> Path:
     return dest
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_weights(tarball: Path) -> dict[str, np.ndarray]:
     """The descriptor's weights by name, dequantized, read from the npm tarball."""
-    if sha256_of(tarball) != NPM_SHA256:
+    if sha256_file(tarball) != NPM_SHA256:
         raise ModelError(f"{tarball}: not the pinned face-api 1.7.15 tarball (sha256 {NPM_SHA256})")
     with tarfile.open(tarball, "r:gz") as tf:
         def read(name: str) -> bytes:

@@ -30,7 +30,7 @@ from maskgate.crop import CropRule, InputSpec, face_input
 from maskgate.imageio import read_bgr
 from maskgate.model_store import cache_dir
 from maskgate.scenes import load_scenes, split_scenes
-from maskgate.second_opinion import ALLOW, Band, SecondOpinion
+from maskgate.second_opinion import ALLOW, Band, SecondOpinion, combine
 
 from . import descriptor
 from .architectures import Arch
@@ -110,17 +110,25 @@ def _allow_deny(truth: list[str], verdicts: list[Verdict]) -> dict[str, Any]:
     return door_metrics(truth, [v.label for v in verdicts], (*CLASSES, "no_face"))
 
 
+def _asked(band: Band, first: list[Verdict]) -> list[bool]:
+    """Which faces the device would ask the second model about."""
+    return [band.holds(v.scores.get(ALLOW, 0.0)) for v in first]
+
+
+def _cascade(band: Band, first: list[Verdict], second: list[Verdict]) -> list[Verdict]:
+    """The device's verdicts: the first model's, averaged with the second's inside ``band``."""
+    return [combine(v, w) if a else v for v, w, a in zip(first, second, _asked(band, first), strict=True)]
+
+
 def choose_band(truth: list[str], first: list[Verdict], second: list[Verdict]) -> tuple[Band, list[dict[str, Any]]]:
     """The band by the rule in the module doc, and every candidate's validation numbers."""
-    from maskgate.second_opinion import combine
-
     base = _allow_deny(truth, first)
     rows = []
     best: tuple[float, Band] | None = None
     for lo, hi in BANDS:
         band = Band(lo, hi)
-        asked = [band.holds(v.scores.get(ALLOW, 0.0)) for v in first]
-        out = [combine(v, w) if a else v for v, w, a in zip(first, second, asked, strict=True)]
+        asked = _asked(band, first)
+        out = _cascade(band, first, second)
         m = _allow_deny(truth, out)
         rows.append({"band": [lo, hi], "asked": float(np.mean(asked)), "wrong_allow": m["wrong_allow"],
                      "balanced_accuracy_allow_deny": m["balanced_accuracy_allow_deny"]})
@@ -180,10 +188,7 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
     band, band_rows = choose_band(t_va, f_va, s_va)
     log.info("band chosen on the validation faces: %s", band)
     f_te, s_te, sf_te = first_verdicts(te), verdicts(second, te), verdicts(second_f, te)
-    from maskgate.second_opinion import combine
-
-    cascade_te = [combine(v, w) if band.holds(v.scores.get(ALLOW, 0.0)) else v for v, w in zip(f_te, s_te, strict=True)]
-    cascade_va = [combine(v, w) if band.holds(v.scores.get(ALLOW, 0.0)) else v for v, w in zip(f_va, s_va, strict=True)]
+    cascade_te, cascade_va = _cascade(band, f_te, s_te), _cascade(band, f_va, s_va)
     lat = latencies_ms([bundle_dir / "model.tflite", first.bundle.model_path])
     metrics: dict[str, Any] = {
         "architecture": ARCH.name,
@@ -198,10 +203,10 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
         "first": {"bundle": str(first.bundle.directory), "sha256": first.bundle.manifest.get("sha256")},
         "validation_int8": {"first": _allow_deny(t_va, f_va), "second": _allow_deny(t_va, s_va),
                             "cascade": _allow_deny(t_va, cascade_va),
-                            "asked": float(np.mean([band.holds(v.scores.get(ALLOW, 0.0)) for v in f_va]))},
+                            "asked": float(np.mean(_asked(band, f_va)))},
         "test": {"first": _allow_deny(t_te, f_te), "second_int8": _allow_deny(t_te, s_te),
                  "second_float": _allow_deny(t_te, sf_te), "cascade_int8": _allow_deny(t_te, cascade_te),
-                 "asked": float(np.mean([band.holds(v.scores.get(ALLOW, 0.0)) for v in f_te])),
+                 "asked": float(np.mean(_asked(band, f_te))),
                  "int8_float_agreement": float(np.mean([a.label == b.label
                                                         for a, b in zip(s_te, sf_te, strict=True)]))},
         "latency_ms_int8_1thread": {"second": lat[0], "first": lat[1]},

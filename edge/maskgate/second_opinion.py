@@ -76,7 +76,7 @@ class Band:
 
 
 class SecondOpinion:
-    """The first classifier, and a second one asked about the faces inside :attr:`band`."""
+    """The first classifier, and a second one asked about some faces (:attr:`when`)."""
 
     def __init__(self, first: Classifier, second: Classifier, band: Band, when: str = UNSURE) -> None:
         extra = [lab for lab in second.labels if lab not in first.labels or lab == NO_FACE]
@@ -90,7 +90,7 @@ class SecondOpinion:
         self.band = band
         self.when = when
         """``unsure``: :meth:`classify` asks about the faces inside the band; ``deny``: it never asks,
-        and the gate asks through :meth:`second_look` before a vote that would sound the alarm."""
+        and the gate asks through :meth:`second_verdict` before a vote that would sound the alarm."""
         self.asked = 0
         """How many faces the second model was asked about."""
 
@@ -122,9 +122,6 @@ class SecondOpinion:
     def __repr__(self) -> str:
         return (f"<SecondOpinion {self.first.bundle.name} + {self.second.bundle.name} "
                 f"band=({self.band.low}, {self.band.high}) asked={self.asked}>")
-
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        return self.first.scores(x)
 
     def classify(self, x: np.ndarray, frame: np.ndarray | None = None,
                  box: tuple[int, int, int, int] | None = None) -> Verdict:
