@@ -91,18 +91,20 @@ def test_the_second_model_is_asked_only_inside_the_band(cascade: SecondOpinion, 
 
 
 def test_config_chooses_when_the_second_opinion_is_asked_and_names_a_missing_bundle(tmp_path: Path) -> None:
-    # the gate asks the second opinion before an alarm unless the config turns it off
+    # the gate asks the second opinion before an alarm and on weak masked votes unless the config
+    # says otherwise
     default = build_classifier(parse_config(""))
-    assert isinstance(default, SecondOpinion) and default.when == "deny"
+    assert isinstance(default, SecondOpinion) and default.when == "door"
     assert isinstance(build_classifier(parse_config('[classifier]\nsecond_opinion = "off"\n')), Classifier)
-    for when in ("unsure", "deny"):
+    for when in ("unsure", "deny", "door"):
         asked = build_classifier(parse_config(f'[classifier]\nsecond_opinion = "{when}"\n'))
         assert isinstance(asked, SecondOpinion) and asked.when == when
         assert asked.band == Band(*asked.second.bundle.manifest["band"])
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelError, match=str(missing)):
         build_classifier(parse_config(f'[classifier]\nsecond_opinion = "deny"\nsecond_model = "{missing}"\n'))
-    with pytest.raises(ConfigFileError, match=r"classifier.second_opinion: must be one of 'off', 'unsure', 'deny'"):
+    with pytest.raises(ConfigFileError,
+                       match=r"classifier.second_opinion: must be one of 'off', 'unsure', 'deny', 'door'"):
         parse_config('[classifier]\nsecond_opinion = "always"\n')
 
 
@@ -162,7 +164,8 @@ MISREAD_MASKED = {"c7_02073.jpg": (62, 34, 99, 132), "fm12k_11163.jpg": (31, 9, 
                   "fm12k_02597.jpg": (57, 44, 136, 164)}
 
 
-def _door_run(faces_dir: Path, yunet_path: Path, mode: str) -> tuple[list[tuple[str, list[str]]], Any, Any]:
+def _door_run(faces_dir: Path, yunet_path: Path, mode: str, masked: dict[str, tuple[int, int, int, int]] | None = None,
+              seed: int = 5) -> tuple[list[tuple[str, list[str]]], Any, Any]:
     from gpiozero.pins.mock import MockFactory
 
     from maskgate.bundle import split_heads
@@ -176,8 +179,9 @@ def _door_run(faces_dir: Path, yunet_path: Path, mode: str) -> tuple[list[tuple[
 
     s = replace(Settings(), classifier={"second_opinion": mode})
     bare = dict(list(split_heads(load_bundle(default_bundle_dir()), "val")["without_mask"].items())[:3])
-    door = SyntheticDoor(faces_dir, 480, 360, 10, script=[["with_mask"], ["without_mask"]] * 3, seed=5,
-                         realtime=False, start_wall=0.0, heads={"with_mask": MISREAD_MASKED, "without_mask": bare})
+    door = SyntheticDoor(faces_dir, 480, 360, 10, script=[["with_mask"], ["without_mask"]] * 3, seed=seed,
+                         realtime=False, start_wall=0.0, heads={"with_mask": masked or MISREAD_MASKED,
+                                                                     "without_mask": bare})
     results: list[FrameResult] = []
     stats = Stats()
     out = Outputs(s.outputs, MockFactory(), mode=s.decision.mode)
@@ -210,3 +214,68 @@ def test_deny_mode_holds_the_alarm_for_masked_faces_the_small_model_misreads(fac
     assert sum("alarm" in trig for label, trig in asked if label == "without_mask") >= 2
     assert stats.second_looks >= stats.alarms_held > 0
     assert stats.second_looks < 60  # it looks only before an alarm, not on every bare frame
+
+
+# Masked validation visitors the door left waiting or let in late in `deny` mode: on many frames the small
+# classifier reads them masked under decision.mask_score (uncertain votes), the second model surely masked.
+UNSURE_MASKED = ("c7_01935.jpg", "fm12k_03625.jpg", "c7_02042.jpg")
+
+
+def test_door_mode_lets_in_masked_faces_the_small_model_is_unsure_of(faces_dir: Path, yunet_path: Path) -> None:
+    from maskgate.bundle import split_heads
+
+    heads = split_heads(load_bundle(default_bundle_dir()), "val")["with_mask"]
+    masked = {name: heads[name] for name in UNSURE_MASKED}
+    deny, _, _ = _door_run(faces_dir, yunet_path, "deny", masked, seed=4)
+    door, stats, _ = _door_run(faces_dir, yunet_path, "door", masked, seed=4)
+    opened = [sum("open" in trig for label, trig in run if label == "with_mask") for run in (deny, door)]
+    # with the second opinion also on weak masked votes, every one of them is let in; before, one waited
+    assert opened == [2, 3], (deny, door)
+    # nobody bare is let in, every bare visitor still hears the alarm, and no masked one does
+    for label, trig in door:
+        assert ("alarm" in trig) != (label == "with_mask") and ("open" in trig) == (label == "with_mask"), door
+    assert stats.second_looks > stats.masks_confirmed > 0
+
+
+def test_the_second_opinion_never_outvotes_a_bare_vote(yunet_path: Path) -> None:
+    from maskgate.config import Settings
+    from maskgate.detector import FaceDetector
+    from maskgate.finder import FaceFinder
+    from maskgate.follow import FaceFollower
+    from maskgate.stats import Stats
+    from maskgate.tracker import Observation, Track, Tracker
+
+    class AlwaysMasked:
+        """A second model that is sure of a mask on every face."""
+
+        asked = 0
+
+        def second_verdict(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> Verdict:
+            self.asked += 1
+            return verdict({"with_mask": 0.99, "without_mask": 0.01, "incorrect_mask": 0.0})
+
+    s = Settings()
+    stats = Stats()
+    clf: Any = AlwaysMasked()
+    finder = FaceFinder(s, FaceDetector(model_path=str(yunet_path)), clf, Tracker(), FaceFollower(), stats)
+    img = np.zeros((240, 320, 3), np.uint8)
+    box = (100, 60, 80, 100)
+    weak = Observation(box, "with_mask", 0.7)
+    # a new face, or one whose recent votes are masked or uncertain: the weak vote becomes masked at 0.99
+    clean = Track(1, box, 0.0, 0.0, 5)
+    clean.votes.extend([("with_mask", 0.95), ("with_mask", 0.6)])
+    for tracks in ([], [clean]):
+        assert finder.confirm_masks(img, [weak], tracks, 0.1) == [Observation(box, "with_mask", 0.99)]
+    # a track with a bare vote among the ones this vote is counted with, or one that sounded the alarm:
+    # the small model's doubt stands
+    bare = Track(2, box, 0.0, 0.0, 5)
+    bare.votes.extend([("with_mask", 0.95), ("without_mask", 0.8)])
+    alarmed = Track(3, box, 0.0, 0.0, 5)
+    alarmed.votes.extend([("with_mask", 0.95)])
+    alarmed.triggered["alarm"] = 0.0
+    for tracks in ([bare], [alarmed]):
+        assert finder.confirm_masks(img, [weak], tracks, 0.1) == [weak]
+    # a masked vote that already counts, or a bare one, is not asked about
+    sure, no = Observation(box, "with_mask", 0.95), Observation(box, "without_mask", 0.7)
+    assert finder.confirm_masks(img, [sure, no], [], 0.1) == [sure, no]
+    assert clf.asked == 2 and stats.masks_confirmed == 2

@@ -94,7 +94,7 @@ def check_outputs(out: Outputs, relay: bool, button_wait: float, seconds: float 
 
 def check_pipeline(settings: Settings, source: FrameSource | None = None) -> list[CheckResult]:
     from .pipeline import build_classifier, build_detector
-    from .second_opinion import SecondOpinion
+    from .second_opinion import DENY, DOOR, SecondOpinion
 
     res: list[CheckResult] = []
     src = source
@@ -131,8 +131,8 @@ def check_pipeline(settings: Settings, source: FrameSource | None = None) -> lis
         seen = ", ".join(f"{v.label} {v.score:.2f}" for v in verdicts) or "no face to judge"
         what = f"{clf.bundle.name} on {clf.runtime}/{clf.delegate}"
         if isinstance(clf, SecondOpinion):
-            when = ("before an alarm" if clf.when == "deny" else
-                    f"between scores {clf.band.low} and {clf.band.high}")
+            when = {DENY: "before an alarm", DOOR: "before an alarm and on weak masked votes"}.get(
+                clf.when, f"between scores {clf.band.low} and {clf.band.high}")
             what += f", second opinion {clf.second.bundle.name} on {clf.second.runtime}/{clf.second.delegate} {when}"
         res.append(CheckResult("classifier", PASS, f"{what}: {seen}"))
     except MaskgateError as exc:

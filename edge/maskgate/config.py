@@ -202,13 +202,16 @@ class ClassifierConfig:
     threads: int = _opt(1, "interpreter threads", _range(1, 8))
     delegate: str = _opt("cpu", "cpu | edgetpu (Coral; falls back to CPU with a warning)",
                          _one_of("cpu", "edgetpu"))
-    second_opinion: str = _opt("deny", "a larger classifier (a pretrained face network, about 60 times the small "
+    second_opinion: str = _opt("door", "a larger classifier (a pretrained face network, about 60 times the small "
                                        "one's cost per face) as a second opinion. deny: it looks at a face before "
                                        "a vote that would sound the alarm, and where it sees a mask the vote turns "
                                        "uncertain (a masked face misread as bare is not buzzed; never opens the "
-                                       "door); unsure: averaged on faces whose with_mask score lies in the second "
-                                       "bundle's band (what `maskgate classify` does); off: the small one alone",
-                               _one_of("off", "unsure", "deny"))
+                                       "door); door: as deny, and it also looks at masked votes under "
+                                       "decision.mask_score on a face without a bare vote: where it is sure of a "
+                                       "mask too, the vote counts as masked; unsure: averaged on faces whose "
+                                       "with_mask score lies in the second bundle's band (what `maskgate classify` "
+                                       "does); off: the small one alone",
+                               _one_of("off", "unsure", "deny", "door"))
     second_model: str = _opt("", "second-opinion bundle directory; empty: the one shipped with maskgate")
 
 

@@ -205,6 +205,18 @@ class FaceFinder:
             out.append(o if v.label == "no_face" else dataclasses.replace(o, box=best, label=v.label, score=v.score))
         return out
 
+    def _track_of(self, o: Observation, tracks: list[Track], ts: float) -> tuple[Track | None, int]:
+        """The track this verdict will vote on (the one its box overlaps most at ``decision.track_iou``
+        or more; None: a new face), and that track's bare or wrongly masked votes among its last
+        ``window - 1``, the ones this vote will be counted with."""
+        d = self.settings.decision
+        overlap, best = max(((iou(t.predict(ts), o.box), t) for t in tracks), key=lambda p: p[0],
+                            default=(0.0, None))
+        if best is None or overlap < d.track_iou:
+            return None, 0
+        recent = list(best.votes)[-(d.window - 1):] if d.window > 1 else []
+        return best, sum(label in BAD_LABELS and score >= d.bare_score for label, score in recent)
+
     def would_deny(self, o: Observation, tracks: list[Track], ts: float) -> bool:
         """Whether this verdict's vote would make its face's track decide ``deny`` (and sound the
         alarm) for the first time: a bare or wrongly masked vote, on a track (the one it overlaps
@@ -212,19 +224,52 @@ class FaceFinder:
         d = self.settings.decision
         if o.label not in BAD_LABELS or o.score < d.bare_score:
             return False
-        overlap, best = max(((iou(t.predict(ts), o.box), t) for t in tracks), key=lambda p: p[0],
-                            default=(0.0, None))
-        if best is None or overlap < d.track_iou:
+        track, bad = self._track_of(o, tracks, ts)
+        if track is None:
             return d.votes <= 1
-        if "alarm" in best.triggered:
+        return "alarm" not in track.triggered and bad + 1 >= d.votes
+
+    def may_confirm_mask(self, o: Observation, tracks: list[Track], ts: float) -> bool:
+        """Whether the second model may make this verdict a masked vote
+        (``classifier.second_opinion = "door"``): a ``with_mask`` verdict under ``decision.mask_score``
+        (an uncertain vote), on a new face or a track that has not sounded the alarm and has no bare
+        or wrongly masked vote among its recent ones. The second model settles the small one's doubt;
+        it never outvotes the small one's bare verdicts."""
+        d = self.settings.decision
+        if o.label != ALLOW_LABEL or o.score >= d.mask_score:
             return False
-        recent = list(best.votes)[-(d.window - 1):] if d.window > 1 else []
-        bad = sum(label in BAD_LABELS and score >= d.bare_score for label, score in recent)
-        return bad + 1 >= d.votes
+        track, bad = self._track_of(o, tracks, ts)
+        return track is None or ("alarm" not in track.triggered and bad == 0)
+
+    def confirm_masks(self, img: np.ndarray, obs: list[Observation], tracks: list[Track],
+                      ts: float) -> list[Observation]:
+        """``classifier.second_opinion = "door"``: on each masked verdict too weak to vote
+        (:meth:`may_confirm_mask`) the second model looks at the face; where it is sure of a mask too
+        (``with_mask`` at ``decision.mask_score`` or more), the vote counts as masked, with the second
+        model's score. Otherwise the small model's verdict stands (an uncertain vote). Called before
+        :meth:`confirm_denials`, so a vote the second opinion held back from the alarm is never
+        turned into a masked one."""
+        second = getattr(self.classifier, "second_verdict", None)
+        if second is None:
+            return obs
+        d = self.settings.decision
+        out = []
+        for o in obs:
+            if not self.may_confirm_mask(o, tracks, ts):
+                out.append(o)
+                continue
+            self.stats.count("second_looks")
+            w = second(img, o.box).scores.get(ALLOW_LABEL, 0.0)
+            if w < d.mask_score:
+                out.append(o)
+                continue
+            self.stats.count("masks_confirmed")
+            out.append(dataclasses.replace(o, score=float(w)))
+        return out
 
     def confirm_denials(self, img: np.ndarray, obs: list[Observation], tracks: list[Track],
                         ts: float) -> list[Observation]:
-        """``classifier.second_opinion = "deny"``: before a vote that would sound the alarm
+        """``classifier.second_opinion = "deny"`` or ``"door"``: before a vote that would sound the alarm
         (:meth:`would_deny`), the second model looks at the face. Only if it would vote masked on its
         own (``with_mask`` at ``decision.mask_score`` or more) is the vote replaced, by the average of
         the two verdicts, which then votes neither way: no alarm, and never the door (a ``with_mask``

@@ -113,10 +113,12 @@ def render(board: StatusBoard) -> str:
          snap["size_changes"]),
         ("maskgate_door_vetoes_total", "searched frames on which the door would have opened but waited: a face "
          "narrower than detector.min_face in the doorway was judged bare or wrongly masked", snap["vetoes"]),
-        ("maskgate_second_looks_total", "faces the second opinion looked at before a vote that would sound the "
-         "alarm (classifier.second_opinion = deny)", snap["second_looks"]),
-        ("maskgate_alarms_held_total", "of those, votes the second opinion turned uncertain (it saw a mask)",
-         snap["alarms_held"]),
+        ("maskgate_second_looks_total", "faces the second opinion looked at: before a vote that would sound the "
+         "alarm, and (classifier.second_opinion = door) on masked votes too weak to count", snap["second_looks"]),
+        ("maskgate_alarms_held_total", "votes that would have sounded the alarm which the second opinion turned "
+         "uncertain (it saw a mask)", snap["alarms_held"]),
+        ("maskgate_masks_confirmed_total", "masked votes too weak to count which the second opinion confirmed "
+         "(it is sure of a mask too): they counted as masked", snap["masks_confirmed"]),
         ("maskgate_relay_pulses_total", "door relay pulses started (door opened)", snap["relay_pulses"]),
         ("maskgate_camera_reconnects_total", "times the frame source was reopened after failing",
          snap["camera_reconnects"]),

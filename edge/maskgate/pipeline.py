@@ -35,7 +35,7 @@ from .follow import FaceFollower
 from .health import Health, watched
 from .imageio import to_bgr
 from .outputs import Outputs
-from .second_opinion import load_second_opinion
+from .second_opinion import DENY, DOOR, load_second_opinion
 from .sources import Frame, FrameSource, orient
 from .stats import Stats
 from .tracker import Tracker, iou
@@ -502,8 +502,10 @@ class Pipeline:
             t = time.perf_counter()
             obs = self.finder.refine(img, obs, again)
             self.stats.stage("refine", time.perf_counter() - t)
-        if s.classifier.second_opinion == "deny":
+        if s.classifier.second_opinion in (DENY, DOOR):
             t = time.perf_counter()
+            if s.classifier.second_opinion == DOOR:
+                obs = self.finder.confirm_masks(img, obs, self.tracker.tracks, ts)
             obs = self.finder.confirm_denials(img, obs, self.tracker.tracks, ts)
             self.stats.stage("confirm", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):

@@ -3,10 +3,12 @@
 The shipped classifier is tiny (2.9 M multiply-adds) and right on almost every face; a larger one
 built on a pretrained face network (dlib's ResNet face descriptor with a head trained by
 ``maskgate-convert second-opinion``; 17 ms per face on one x86 core on TFLite's own kernels, 8.5 ms
-with XNNPACK, 60-120 times the small one) errs on other faces. It is asked at one of two moments
+with XNNPACK, 60-120 times the small one) errs on other faces. When it is asked
 (:attr:`SecondOpinion.when`): ``unsure``, when the small one's ``with_mask`` score lies inside a band
-(:attr:`SecondOpinion.band`; ``maskgate classify``); or ``deny``, when the gate is about to sound the
-alarm (:meth:`maskgate.finder.FaceFinder.confirm_denials`). The two answers are averaged:
+(:attr:`SecondOpinion.band`; ``maskgate classify``); ``deny``, when the gate is about to sound the
+alarm (:meth:`maskgate.finder.FaceFinder.confirm_denials`); ``door``, that and on masked votes too
+weak to count (:meth:`maskgate.finder.FaceFinder.confirm_masks`, which takes the second model's score
+where it is sure of a mask). Where the two answers are combined, they are averaged:
 
     combined[c] = (first[c] + second[c] * (1 - first[no_face])) / 2   for each face label c
     combined[no_face] = first[no_face]
@@ -39,6 +41,7 @@ ALLOW = "with_mask"
 NO_FACE = "no_face"
 UNSURE = "unsure"
 DENY = "deny"
+DOOR = "door"
 SECOND_DIR = "second_opinion"
 """The shipped second-opinion bundle's folder, inside the shipped bundle's folder."""
 
@@ -83,14 +86,15 @@ class SecondOpinion:
         if extra or ALLOW not in second.labels:
             raise ModelError(f"{second.bundle.model_path}: second-opinion labels {list(second.labels)} must be face "
                              f"labels of the first model {list(first.labels)}, with {ALLOW!r}")
-        if when not in (UNSURE, DENY):
-            raise ValueError(f"second opinion: when must be {UNSURE!r} or {DENY!r} (got {when!r})")
+        if when not in (UNSURE, DENY, DOOR):
+            raise ValueError(f"second opinion: when must be {UNSURE!r}, {DENY!r} or {DOOR!r} (got {when!r})")
         self.first = first
         self.second = second
         self.band = band
         self.when = when
-        """``unsure``: :meth:`classify` asks about the faces inside the band; ``deny``: it never asks,
-        and the gate asks through :meth:`second_verdict` before a vote that would sound the alarm."""
+        """``unsure``: :meth:`classify` asks about the faces inside the band; ``deny`` and ``door``: it
+        never asks, and the gate asks through :meth:`second_verdict` before a vote that would sound the
+        alarm (and with ``door`` on weak masked votes)."""
         self.asked = 0
         """How many faces the second model was asked about."""
 

@@ -108,10 +108,15 @@ class Stats:
         """Searched frames on which the door would have opened but waited: a face narrower than
         ``detector.min_face`` in the doorway was judged bare or wrongly masked."""
         self.second_looks = 0
-        """Faces the second opinion looked at before a vote that would sound the alarm
-        (``classifier.second_opinion = "deny"``)."""
+        """Faces the second opinion looked at: before a vote that would sound the alarm
+        (``classifier.second_opinion`` ``deny`` or ``door``), and with ``door`` also on masked votes too
+        weak to count."""
         self.alarms_held = 0
-        """Of those, votes the second opinion turned uncertain (it saw a mask): no alarm on them."""
+        """Votes that would have sounded the alarm which the second opinion turned uncertain (it saw a
+        mask): no alarm on them."""
+        self.masks_confirmed = 0
+        """Masked votes too weak to count that the second opinion confirmed (``second_opinion = "door"``):
+        they counted as masked."""
         self.colourless_frames = 0
         """Frames without colour or too dark as a whole (a camera in mono or night mode, lights off); a long
         run is a fault."""
@@ -199,6 +204,7 @@ class Stats:
                 "converted_frames": self.converted_frames, "colourless_faces": self.colourless_faces,
                 "colourless_frames": self.colourless_frames, "size_changes": self.size_changes,
                 "vetoes": self.vetoes, "second_looks": self.second_looks, "alarms_held": self.alarms_held,
+                "masks_confirmed": self.masks_confirmed,
                 "fps": round(self.frames / up, 3) if up > 0 else 0.0,
                 "recent_fps": round(self._recent_fps(now), 3),
                 "decisions": dict(self.decisions), "triggers": dict(self.triggers),
