@@ -4,8 +4,13 @@ subprocess, its RSS sampled from /proc while it runs.
 Prints numbers and asserts nothing (issue 3's target: at most 150 MB resident, no growth over 10,000
 frames). Usage::
 
-    python benchmarks/memory_bench.py [--frames 10000] [--people 1] [--interval 0.1]
+    python benchmarks/memory_bench.py [--frames 10000] [--people 1] [--interval 0.1] [--replay N]
         [--faces ../shared/data/faces] [--detector-model ../shared/models/face_detection_yunet_2023mar.onnx]
+
+``--replay N`` measures the gate as a camera feeds it: N frames of the synthetic door are first
+recorded (by this script, not the measured process) to a temporary MJPEG video, which the demo then
+replays in a loop (``source.loop``), decoding each frame as a USB camera's stream would be. The
+synthetic door's renderer and face cache, which a camera does not need, are then not in the numbers.
 
 The demo runs the whole pipeline with the default configuration (only the detector model path and the
 faces folder are set, in a temporary config file) on gpiozero's mock pins. Progress comes from the
@@ -45,6 +50,27 @@ def status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def record(video: Path, frames: int, faces: Path, people: int, seed: int) -> None:
+    """Write ``frames`` frames of the synthetic door (640x480, 10 fps) to an MJPEG video."""
+    import cv2
+
+    from maskgate.synthetic import SyntheticDoor
+
+    door = SyntheticDoor(faces, 640, 480, 10, people=people, seed=seed, realtime=False)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    door.open()
+    try:
+        for _ in range(frames):
+            f = door.read()
+            if f is None:
+                break
+            writer.write(f.image)
+    finally:
+        writer.release()
+        door.close()
+    print(f"recorded {frames} synthetic frames to {video.name} ({video.stat().st_size / 2**20:.0f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--frames", type=int, default=10_000)
@@ -55,6 +81,8 @@ def main() -> None:
     ap.add_argument("--faces", type=Path, default=SHARED / "data" / "faces")
     ap.add_argument("--config-extra", default="", help="more TOML appended to the temporary config, e.g. "
                                                         "'[classifier]\\nsecond_opinion = \"deny\"'")
+    ap.add_argument("--replay", type=int, default=0, metavar="N",
+                    help="record N synthetic frames to a video first and measure the demo replaying it (looped)")
     ap.add_argument("--detector-model", type=Path,
                     default=SHARED / "models" / "face_detection_yunet_2023mar.onnx")
     args = ap.parse_args()
@@ -62,9 +90,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "maskgate.toml"
         extra = args.config_extra.encode().decode("unicode_escape")
-        cfg.write_text(f'[detector]\nmodel = "{args.detector_model}"\n[source]\nfaces = "{args.faces}"\n{extra}\n')
-        cmd = [sys.executable, "-m", "maskgate", "demo", "--config", str(cfg), "--source", "synthetic",
-               "--fast", "--frames", str(args.frames), "--people", str(args.people), "--seed", str(args.seed)]
+        if args.replay:
+            video = Path(tmp) / "door.avi"
+            record(video, args.replay, args.faces, args.people, args.seed)
+            cfg.write_text(f'[detector]\nmodel = "{args.detector_model}"\n[source]\nloop = true\n{extra}\n')
+            source = [str(video)]
+        else:
+            cfg.write_text(f'[detector]\nmodel = "{args.detector_model}"\n[source]\nfaces = "{args.faces}"\n{extra}\n')
+            source = ["synthetic", "--people", str(args.people), "--seed", str(args.seed)]
+        cmd = [sys.executable, "-m", "maskgate", "demo", "--config", str(cfg), "--source", *source,
+               "--fast", "--frames", str(args.frames)]
         print("command: " + " ".join(cmd))
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
