@@ -265,7 +265,7 @@ def test_the_second_opinion_never_outvotes_a_bare_vote(yunet_path: Path) -> None
     clean = Track(1, box, 0.0, 0.0, 5)
     clean.votes.extend([("with_mask", 0.95), ("with_mask", 0.6)])
     for tracks in ([], [clean]):
-        assert finder.confirm_masks(img, [weak], tracks, 0.1) == [Observation(box, "with_mask", 0.99)]
+        assert finder.second_looks(img, [weak], tracks, 0.1, masks=True) == [Observation(box, "with_mask", 0.99)]
     # a track with a bare vote among the ones this vote is counted with, or one that sounded the alarm:
     # the small model's doubt stands
     bare = Track(2, box, 0.0, 0.0, 5)
@@ -274,8 +274,8 @@ def test_the_second_opinion_never_outvotes_a_bare_vote(yunet_path: Path) -> None
     alarmed.votes.extend([("with_mask", 0.95)])
     alarmed.triggered["alarm"] = 0.0
     for tracks in ([bare], [alarmed]):
-        assert finder.confirm_masks(img, [weak], tracks, 0.1) == [weak]
+        assert finder.second_looks(img, [weak], tracks, 0.1, masks=True) == [weak]
     # a masked vote that already counts, or a bare one, is not asked about
     sure, no = Observation(box, "with_mask", 0.95), Observation(box, "without_mask", 0.7)
-    assert finder.confirm_masks(img, [sure, no], [], 0.1) == [sure, no]
+    assert finder.second_looks(img, [sure, no], [], 0.1, masks=True) == [sure, no]
     assert clf.asked == 2 and stats.masks_confirmed == 2

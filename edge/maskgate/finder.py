@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .classifier import FaceClassifier
+from .classifier import FaceClassifier, Verdict
 from .config import LABELS, Settings
 from .crop import colourless, face_input
 from .decider import BAD_LABELS, unsure
@@ -241,61 +241,52 @@ class FaceFinder:
         track, bad = self._track_of(o, tracks, ts)
         return track is None or ("alarm" not in track.triggered and bad == 0)
 
-    def confirm_masks(self, img: np.ndarray, obs: list[Observation], tracks: list[Track],
-                      ts: float) -> list[Observation]:
-        """``classifier.second_opinion = "door"``: on each masked verdict too weak to vote
-        (:meth:`may_confirm_mask`) the second model looks at the face; where it is sure of a mask too
-        (``with_mask`` at ``decision.mask_score`` or more), the vote counts as masked, with the second
-        model's score. Otherwise the small model's verdict stands (an uncertain vote). Called before
-        :meth:`confirm_denials`, so a vote the second opinion held back from the alarm is never
-        turned into a masked one."""
+    def second_looks(self, img: np.ndarray, obs: list[Observation], tracks: list[Track], ts: float, *,
+                     masks: bool) -> list[Observation]:
+        """The second opinion at the door (``classifier.second_opinion`` ``deny``, or ``door`` with
+        ``masks``): the second model looks at a face before a vote that would sound the alarm
+        (:meth:`would_deny`, then :meth:`_held_alarm`) and, with ``masks``, at a masked verdict too
+        weak to vote (:meth:`may_confirm_mask`, then :meth:`_confirmed_mask`). Each verdict gets at
+        most one look, chosen on the small model's own verdict, so a vote held back from the alarm
+        is never made a masked one."""
         second = getattr(self.classifier, "second_verdict", None)
         if second is None:
             return obs
-        d = self.settings.decision
         out = []
         for o in obs:
-            if not self.may_confirm_mask(o, tracks, ts):
-                out.append(o)
-                continue
-            self.stats.count("second_looks")
-            w = second(img, o.box).scores.get(ALLOW_LABEL, 0.0)
-            if w < d.mask_score:
-                out.append(o)
-                continue
-            self.stats.count("masks_confirmed")
-            out.append(dataclasses.replace(o, score=float(w)))
-        return out
-
-    def confirm_denials(self, img: np.ndarray, obs: list[Observation], tracks: list[Track],
-                        ts: float) -> list[Observation]:
-        """``classifier.second_opinion = "deny"`` or ``"door"``: before a vote that would sound the alarm
-        (:meth:`would_deny`), the second model looks at the face. Only if it would vote masked on its
-        own (``with_mask`` at ``decision.mask_score`` or more) is the vote replaced, by the average of
-        the two verdicts, which then votes neither way: no alarm, and never the door (a ``with_mask``
-        average is kept under ``mask_score``; with the default thresholds it is at most 0.7 anyway).
-        Otherwise the small model's vote stands."""
-        second = getattr(self.classifier, "second_verdict", None)
-        if second is None:
-            return obs
-        d = self.settings.decision
-        out = []
-        for o in obs:
-            if not self.would_deny(o, tracks, ts):
+            confirm = masks and self.may_confirm_mask(o, tracks, ts)
+            if not confirm and not self.would_deny(o, tracks, ts):
                 out.append(o)
                 continue
             self.stats.count("second_looks")
             w = second(img, o.box)
-            if w.scores.get(ALLOW_LABEL, 0.0) < d.mask_score:
-                out.append(o)
-                continue
-            first = self.classifier.classify(face_input(img, o.box, self.classifier.input_spec,
-                                                        self.classifier.crop_rule))
-            v = combine(first, w)
-            score = min(v.score, float(np.nextafter(d.mask_score, 0.0))) if v.label == ALLOW_LABEL else v.score
-            self.stats.count("alarms_held")
-            out.append(dataclasses.replace(o, label=v.label, score=float(score)))
+            out.append(self._confirmed_mask(o, w) if confirm else self._held_alarm(img, o, w))
         return out
+
+    def _confirmed_mask(self, o: Observation, second: Verdict) -> Observation:
+        """Where the second model is sure of a mask too (``with_mask`` at ``decision.mask_score`` or
+        more), the weak masked verdict ``o`` becomes a masked vote with the second model's score;
+        otherwise it stands (an uncertain vote)."""
+        sure = second.scores.get(ALLOW_LABEL, 0.0)
+        if sure < self.settings.decision.mask_score:
+            return o
+        self.stats.count("masks_confirmed")
+        return dataclasses.replace(o, score=float(sure))
+
+    def _held_alarm(self, img: np.ndarray, o: Observation, second: Verdict) -> Observation:
+        """Only if the second model would vote masked on its own (``with_mask`` at
+        ``decision.mask_score`` or more) is the vote ``o`` that would sound the alarm replaced, by the
+        average of the two verdicts, which then votes neither way: no alarm, and never the door (a
+        ``with_mask`` average is kept under ``mask_score``; with the default thresholds it is at most
+        0.7 anyway). Otherwise the small model's vote stands."""
+        d = self.settings.decision
+        if second.scores.get(ALLOW_LABEL, 0.0) < d.mask_score:
+            return o
+        first = self.classifier.classify(face_input(img, o.box, self.classifier.input_spec, self.classifier.crop_rule))
+        v = combine(first, second)
+        score = min(v.score, float(np.nextafter(d.mask_score, 0.0))) if v.label == ALLOW_LABEL else v.score
+        self.stats.count("alarms_held")
+        return dataclasses.replace(o, label=v.label, score=float(score))
 
     def judge_small(self, img: np.ndarray, faces: list[Face], tracks: list[Track], ts: float) -> tuple[str, ...]:
         """The bare or wrongly masked verdicts (at ``decision.bare_score`` or more) of the faces too small

@@ -504,9 +504,8 @@ class Pipeline:
             self.stats.stage("refine", time.perf_counter() - t)
         if s.classifier.second_opinion in (DENY, DOOR):
             t = time.perf_counter()
-            if s.classifier.second_opinion == DOOR:
-                obs = self.finder.confirm_masks(img, obs, self.tracker.tracks, ts)
-            obs = self.finder.confirm_denials(img, obs, self.tracker.tracks, ts)
+            obs = self.finder.second_looks(img, obs, self.tracker.tracks, ts,
+                                           masks=s.classifier.second_opinion == DOOR)
             self.stats.stage("confirm", time.perf_counter() - t)
         if work == FOLLOW and (lost or len(obs) < len(found)):
             self.cadence.search_next(around=expected)  # around the followed faces (with every_around)

@@ -6,9 +6,9 @@ built on a pretrained face network (dlib's ResNet face descriptor with a head tr
 with XNNPACK, 60-120 times the small one) errs on other faces. When it is asked
 (:attr:`SecondOpinion.when`): ``unsure``, when the small one's ``with_mask`` score lies inside a band
 (:attr:`SecondOpinion.band`; ``maskgate classify``); ``deny``, when the gate is about to sound the
-alarm (:meth:`maskgate.finder.FaceFinder.confirm_denials`); ``door``, that and on masked votes too
-weak to count (:meth:`maskgate.finder.FaceFinder.confirm_masks`, which takes the second model's score
-where it is sure of a mask). Where the two answers are combined, they are averaged:
+alarm; ``door``, that and on masked votes too weak to count, where it takes the second model's score
+if it is sure of a mask (both: :meth:`maskgate.finder.FaceFinder.second_looks`). Where the two answers
+are combined, they are averaged:
 
     combined[c] = (first[c] + second[c] * (1 - first[no_face])) / 2   for each face label c
     combined[no_face] = first[no_face]
