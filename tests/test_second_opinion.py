@@ -120,7 +120,8 @@ def test_a_bundle_without_a_band_is_refused_with_its_path(tmp_path: Path) -> Non
 
 def test_second_opinion_build_from_the_npm_weights(tmp_path: Path, faces_dir: Path) -> None:
     """A tiny real build: the pinned npm tarball (downloaded and sha-checked), the descriptor's
-    trunk, a head, int8, the band chosen on the validation faces, and the device loads the result."""
+    trunk, its last block trained with a head, int8, the band chosen on the validation faces, and
+    the device loads the result."""
     import cv2
 
     from maskgate_convert import descriptor
@@ -142,12 +143,18 @@ def test_second_opinion_build_from_the_npm_weights(tmp_path: Path, faces_dir: Pa
     f = trunk.predict(np.stack([x, cv2.flip(x, 1)]), verbose=0)
     d = descriptor.descriptor(weights, f)
     assert float(np.linalg.norm(d[0] - d[1])) < 0.6 and float(np.linalg.norm(d[0])) > 0.1
+    # cut anywhere, front and tail compose to the same network (the build retrains the tail)
+    front, tail = descriptor.trunk_parts(weights, 4)
+    assert front.output.shape[1:] == (8, 8, 128)
+    parts = tail.predict(front.predict(x[None], verbose=0), verbose=0)[0]
+    np.testing.assert_allclose(parts, f[0], rtol=1e-5, atol=1e-5)
 
     out = tmp_path / "so"
     rc = main(["second-opinion", "--weights", str(tarball), "--limit-per-class", "20", "--epochs", "2",
-               "--data", str(faces_dir), "--no-scenes", "--out", str(out)])
+               "--tune-epochs", "2", "--data", str(faces_dir), "--no-scenes", "--out", str(out)])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
+    assert m["tail_blocks"] == 1 and 1 <= m["tune_epochs_run"] <= 2
     assert m["checks"]["all_integer"] and m["checks"]["ops_not_on_edgetpu_list"] == []
     man = json.loads((out / "bundle" / "manifest.json").read_text())
     assert man["labels"] == ["with_mask", "without_mask", "incorrect_mask"]

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the @vladmandic/face-api 1.7.15 npm tarball (default: download once from the npm registry)")
     so.add_argument("--epochs", type=int, default=40, help="maximum epochs of the head (early stopping on val loss)")
     so.add_argument("--patience", type=int, default=5)
+    so.add_argument("--tail-blocks", type=int, default=1,
+                    help="the trunk's last residual blocks trained with the head, after it (0: trunk frozen)")
+    so.add_argument("--tune-epochs", type=int, default=12,
+                    help="maximum epochs of the tail and head together (early stopping on val loss)")
     so.add_argument("--install", action="store_true", help="copy the bundle into the maskgate package")
     so.add_argument("--report", type=Path, default=None, help="write the Markdown report here")
     so.add_argument("--commands", default="", help="the commands that produced the run, for the report")
@@ -136,6 +140,7 @@ def _second_opinion(args: argparse.Namespace) -> int:
     m = run_second_opinion(SecondOptions(data=args.data, scenes=scenes, out=args.out, first=args.first,
                                          weights=args.weights, detector_model=args.detector_model,
                                          epochs=args.epochs, patience=args.patience, seed=args.seed,
+                                         tail_blocks=args.tail_blocks, tune_epochs=args.tune_epochs,
                                          limit_per_class=args.limit_per_class, report=args.report,
                                          commands=args.commands))
     v, t = m["validation_int8"], m["test"]

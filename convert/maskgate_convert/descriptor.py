@@ -92,10 +92,22 @@ def load_weights(tarball: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def trunk(weights: dict[str, np.ndarray]) -> Any:
-    """Keras model: (150, 150, 3) RGB 0..255 -> 256 pooled features (ReLU outputs, averaged)."""
+BLOCKS = ("conv32_1", "conv32_2", "conv32_3", "conv64_down", "conv64_1", "conv64_2", "conv64_3", "conv128_down",
+          "conv128_1", "conv128_2", "conv256_down", "conv256_1", "conv256_2", "conv256_down_out")
+"""The residual blocks after the stem, in order (``_down`` blocks halve the resolution)."""
+
+
+def trunk_parts(weights: dict[str, np.ndarray], tail_blocks: int = 0) -> tuple[Any, Any]:
+    """Two Keras models whose composition is :func:`trunk`: the front, and a tail of the last
+    ``tail_blocks`` residual blocks plus the pooling (``tail_blocks`` 0: the pooling only).
+
+    The build retrains the tail on face crops and keeps the front frozen, so the front's
+    activations are computed once per crop."""
     import keras
     from keras import layers
+
+    if not 0 <= tail_blocks <= len(BLOCKS):
+        raise ValueError(f"tail_blocks must be 0..{len(BLOCKS)} (got {tail_blocks})")
 
     def conv(x: Any, p: str, stride: int, relu: bool, padding: str = "same") -> Any:
         w, b = weights[p + "/conv/filters"], weights[p + "/conv/bias"]
@@ -108,7 +120,7 @@ def trunk(weights: dict[str, np.ndarray]) -> Any:
 
     def residual(x: Any, p: str) -> Any:
         o = conv(conv(x, p + "/conv1", 1, True), p + "/conv2", 1, False)
-        return layers.ReLU()(layers.Add()([o, x]))
+        return layers.ReLU(name=p + "_out")(layers.Add()([o, x]))
 
     def residual_down(x: Any, p: str) -> Any:
         o = conv(conv(x, p + "/conv1", 2, True, "valid"), p + "/conv2", 1, False)
@@ -119,25 +131,31 @@ def trunk(weights: dict[str, np.ndarray]) -> Any:
             extra = int(o.shape[3] - pooled.shape[3])
             pooled = layers.Lambda(lambda t: keras.ops.pad(t, [[0, 0], [0, 0], [0, 0], [0, extra]]),
                                    name=p.replace("/", "_") + "_widen")(pooled)
-        return layers.ReLU()(layers.Add()([o, pooled]))
+        return layers.ReLU(name=p + "_out")(layers.Add()([o, pooled]))
 
+    def blocks(x: Any, names: tuple[str, ...]) -> Any:
+        for p in names:
+            x = residual_down(x, p) if p.endswith(("_down", "_down_out")) else residual(x, p)
+        return x
+
+    cut = len(BLOCKS) - tail_blocks
     inp = keras.Input((SIDE, SIDE, 3))
     x = layers.Normalization(mean=MEAN_RGB, variance=np.full(3, 255.0 ** 2, np.float32))(inp)
     x = conv(x, "conv32_down", 2, True, "valid")
     x = layers.MaxPooling2D(3, 2, padding="valid")(x)
-    for p in ("conv32_1", "conv32_2", "conv32_3"):
-        x = residual(x, p)
-    x = residual_down(x, "conv64_down")
-    for p in ("conv64_1", "conv64_2", "conv64_3"):
-        x = residual(x, p)
-    x = residual_down(x, "conv128_down")
-    for p in ("conv128_1", "conv128_2"):
-        x = residual(x, p)
-    x = residual_down(x, "conv256_down")
-    for p in ("conv256_1", "conv256_2"):
-        x = residual(x, p)
-    x = residual_down(x, "conv256_down_out")
-    return keras.Model(inp, layers.GlobalAveragePooling2D()(x), name="dlib_resnet_trunk")
+    front = keras.Model(inp, blocks(x, BLOCKS[:cut]), name="dlib_resnet_front")
+    t_in = keras.Input(front.output.shape[1:])
+    tail = keras.Model(t_in, layers.GlobalAveragePooling2D()(blocks(t_in, BLOCKS[cut:])), name="dlib_resnet_tail")
+    return front, tail
+
+
+def trunk(weights: dict[str, np.ndarray]) -> Any:
+    """Keras model: (150, 150, 3) RGB 0..255 -> 256 pooled features (ReLU outputs, averaged)."""
+    import keras
+
+    front, tail = trunk_parts(weights)
+    inp = keras.Input((SIDE, SIDE, 3))
+    return keras.Model(inp, tail(front(inp)), name="dlib_resnet_trunk")
 
 
 def descriptor(weights: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:

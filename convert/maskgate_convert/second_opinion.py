@@ -2,11 +2,16 @@
 
 1. The same faces, boxes and grouped split as ``train`` (:func:`maskgate_convert.build.prepare`),
    each cropped by the device's crop rule at 150x150 RGB.
-2. The pretrained trunk (:mod:`.descriptor`, dlib's ResNet face descriptor) turns every crop into
-   256 features, once; a head (dense 256 ReLU, dropout, softmax over the three face labels) is
-   trained on the training split's features, early-stopped on the validation loss.
-3. Trunk and head become one Keras model, converted to full-integer int8 like the first model
-   (representative set: 300 training crops) and checked the same way (integer tensors, Edge TPU ops).
+2. The pretrained trunk (:mod:`.descriptor`, dlib's ResNet face descriptor) is cut in two: a frozen
+   front, whose activations are computed once per crop (and once per mirrored training crop), and a
+   tail of its last ``tail_blocks`` residual blocks. A head (dense 256 ReLU, dropout, softmax over
+   the three face labels) is trained on the tail's pooled features of the training split,
+   early-stopped on the validation loss; then tail and head are trained together at a low learning
+   rate on the training crops and their mirror images, early-stopped on the validation loss again
+   (``tail_blocks`` 0: the head alone, the trunk frozen).
+3. Front, tail and head become one Keras model, converted to full-integer int8 like the first
+   model (representative set: 300 training crops) and checked the same way (integer tensors, Edge
+   TPU ops).
 4. The band of the first model's ``with_mask`` score inside which the device asks the second
    model (:class:`maskgate.second_opinion.Band`) is chosen on the validation faces only: the
    highest balanced accuracy whose wrong allows are not above the first model's alone, the
@@ -59,6 +64,11 @@ class SecondOptions:
     detector_model: str | None = None
     epochs: int = 40
     patience: int = 5
+    tail_blocks: int = 1
+    """The trunk's last residual blocks trained with the head (0: the trunk stays frozen)."""
+    tune_epochs: int = 12
+    tune_patience: int = 3
+    tune_learning_rate: float = 1e-4
     seed: int = 0
     limit_per_class: int | None = None
     report: Path | None = None
@@ -66,19 +76,29 @@ class SecondOptions:
     commands: str = ""
 
 
-def crops_and_features(trunk: Any, paths: list[Path], boxes: list[tuple[int, int, int, int]],
-                       batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 150x150 RGB crops (the device's ``face_input``) and the trunk's features of each."""
+def crops_and_activations(front: Any, paths: list[Path], boxes: list[tuple[int, int, int, int]],
+                          batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 150x150 RGB crops (the device's ``face_input``) and the frozen front's activations of each."""
     crops = np.empty((len(paths), *SPEC.shape), np.uint8)
-    feats = np.empty((len(paths), 256), np.float32)
+    for i in range(len(paths)):
+        crops[i] = np.round(face_input(read_bgr(paths[i]), boxes[i], SPEC, CropRule()))
+    return crops, activations(front, crops, batch)
+
+
+def activations(front: Any, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+    out = np.empty((len(crops), *front.output.shape[1:]), np.float32)
     t0 = time.time()
-    for start in range(0, len(paths), batch):
-        stop = min(start + batch, len(paths))
-        for i in range(start, stop):
-            crops[i] = np.round(face_input(read_bgr(paths[i]), boxes[i], SPEC, CropRule()))
-        feats[start:stop] = trunk.predict(crops[start:stop].astype(np.float32), verbose=0)
-        log.info("features %d/%d (%.0f s)", stop, len(paths), time.time() - t0)
-    return crops, feats
+    for start in range(0, len(crops), batch):
+        stop = min(start + batch, len(crops))
+        out[start:stop] = front.predict(crops[start:stop].astype(np.float32), verbose=0)
+        log.info("trunk front %d/%d (%.0f s)", stop, len(crops), time.time() - t0)
+    return out
+
+
+def _class_weights(y: np.ndarray) -> dict[int, float]:
+    n = len(CLASSES)
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    return {i: float(len(y) / (n * max(c, 1.0))) for i, c in enumerate(counts)}
 
 
 def train_head(f_tr: np.ndarray, y_tr: np.ndarray, f_va: np.ndarray, y_va: np.ndarray, opts: SecondOptions
@@ -97,13 +117,28 @@ def train_head(f_tr: np.ndarray, y_tr: np.ndarray, f_va: np.ndarray, y_va: np.nd
                              layers.Dense(n, activation="softmax", kernel_regularizer=keras.regularizers.l2(1e-3))],
                             name="head")
     head.compile(keras.optimizers.Adam(ARCH.learning_rate), "categorical_crossentropy", metrics=["accuracy"])
-    counts = np.bincount(y_tr, minlength=n).astype(np.float64)
-    weights = {i: float(len(y_tr) / (n * max(c, 1.0))) for i, c in enumerate(counts)}
     cb = keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)
     onehot = keras.utils.to_categorical
     hist = head.fit(f_tr, onehot(y_tr, n), validation_data=(f_va, onehot(y_va, n)), epochs=opts.epochs,
-                    batch_size=128, class_weight=weights, callbacks=[cb], verbose=2)
+                    batch_size=128, class_weight=_class_weights(y_tr), callbacks=[cb], verbose=2)
     return head, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def tune_tail(tail: Any, head: Any, a_tr: np.ndarray, y_tr: np.ndarray, a_va: np.ndarray, y_va: np.ndarray,
+              opts: SecondOptions) -> dict[str, list[float]]:
+    """Train the trunk's tail and the head together (in place) on the front's activations of the
+    training crops (given with their mirror images), early-stopped on the validation loss."""
+    import keras
+
+    n = len(CLASSES)
+    inp = keras.Input(a_tr.shape[1:])
+    model = keras.Model(inp, head(tail(inp)))
+    model.compile(keras.optimizers.Adam(opts.tune_learning_rate), "categorical_crossentropy", metrics=["accuracy"])
+    cb = keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.tune_patience, restore_best_weights=True)
+    onehot = keras.utils.to_categorical
+    hist = model.fit(a_tr, onehot(y_tr, n), validation_data=(a_va, onehot(y_va, n)), epochs=opts.tune_epochs,
+                     batch_size=64, class_weight=_class_weights(y_tr), callbacks=[cb], shuffle=True, verbose=2)
+    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
 
 def _allow_deny(truth: list[str], verdicts: list[Verdict]) -> dict[str, Any]:
@@ -143,21 +178,33 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
     t_start = time.time()
     tarball = opts.weights or descriptor.fetch_tarball(cache_dir())
     weights = descriptor.load_weights(tarball)
-    trunk = descriptor.trunk(weights)
+    front, tail = descriptor.trunk_parts(weights, opts.tail_blocks)
     prep = prepare(BuildOptions(data=opts.data, scenes=None, detector_model=opts.detector_model,
                                 limit_per_class=opts.limit_per_class), CLASSES, want_no_face=False)
     kept = prep.kept
     split = np.array(prep.kept_split)
     truth = [loc.item.label for loc in kept]
     y = np.array([CLASSES.index(t) for t in truth])
-    crops, feats = crops_and_features(trunk, [loc.item.path for loc in kept], [loc.box for loc in kept])  # type: ignore[misc]
+    crops, acts = crops_and_activations(front, [loc.item.path for loc in kept],
+                                        [loc.box for loc in kept])  # type: ignore[misc]
     tr, va, te = split == "train", split == "val", split == "test"
-    head, history = train_head(feats[tr], y[tr], feats[va], y[va], opts)
+
+    def features(a: np.ndarray) -> np.ndarray:
+        return np.asarray(tail.predict(a, batch_size=256, verbose=0))
+
+    head, history = train_head(features(acts[tr]), y[tr], features(acts[va]), y[va], opts)
+    tuned: dict[str, list[float]] = {}
+    if opts.tail_blocks:
+        mirrored = activations(front, crops[tr][:, :, ::-1])
+        tuned = tune_tail(tail, head, np.concatenate([acts[tr], mirrored]), np.concatenate([y[tr], y[tr]]),
+                          acts[va], y[va], opts)
+        del mirrored
+    del acts
 
     import keras
 
     inp = keras.Input(SPEC.shape)
-    model = keras.Model(inp, head(trunk(inp)), name="second_opinion")
+    model = keras.Model(inp, head(tail(front(inp))), name="second_opinion")
     rng = np.random.default_rng(opts.seed)
     rep = crops[rng.choice(np.nonzero(tr)[0], size=min(300, int(tr.sum())), replace=False)].astype(np.float32)
     int8 = to_int8(model, rep)
@@ -196,6 +243,8 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
         "params": int(model.count_params()),
         "int8_bytes": len(int8),
         "epochs_run": len(history["loss"]),
+        "tail_blocks": opts.tail_blocks,
+        "tune_epochs_run": len(tuned.get("loss", [])),
         "train_seconds": round(time.time() - t_start, 1),
         "checks": checks,
         "band": [band.low, band.high],
@@ -212,7 +261,9 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
         "latency_ms_int8_1thread": {"second": lat[0], "first": lat[1]},
         "environment": _environment(),
         "options": {"epochs": opts.epochs, "patience": opts.patience, "seed": opts.seed,
-                    "limit_per_class": opts.limit_per_class},
+                    "limit_per_class": opts.limit_per_class, "tail_blocks": opts.tail_blocks,
+                    "tune_epochs": opts.tune_epochs, "tune_patience": opts.tune_patience,
+                    "tune_learning_rate": opts.tune_learning_rate},
     }
     if opts.scenes is not None:
         halves = split_scenes(load_scenes(opts.scenes))
@@ -228,7 +279,7 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
     manifest["metrics"] = {"validation_int8": metrics["validation_int8"]["cascade"]["balanced_accuracy_allow_deny"],
                            "test_int8_cascade": metrics["test"]["cascade_int8"]["balanced_accuracy_allow_deny"]}
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "history.json").write_text(json.dumps({"head": history, "tail_and_head": tuned}, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if opts.report is not None:
         opts.report.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +289,14 @@ def run_second_opinion(opts: SecondOptions) -> dict[str, Any]:
 
 def _pct(m: dict[str, Any]) -> str:
     return f"{100 * m['balanced_accuracy_allow_deny']:.2f}%"
+
+
+def _tail_text(m: dict[str, Any]) -> str:
+    n = m.get("tail_blocks", 0)
+    if not n:
+        return "the trunk frozen"
+    return (f"its last {n} residual block{'s' if n > 1 else ''} trained with the head on the training faces and "
+            "their mirror images, the rest frozen")
 
 
 def _recalls(m: dict[str, Any]) -> str:
@@ -256,13 +315,15 @@ def report(m: dict[str, Any], commands: str = "") -> str:
         "this model only when the small classifier's `with_mask` score lies inside the band, and averages the "
         "two (`maskgate.second_opinion`).",
         "",
-        f"- Model: dlib's ResNet face descriptor (29 convolutions, pretrained, frozen) and a trained head; "
+        f"- Model: dlib's ResNet face descriptor (29 convolutions, pretrained) and a trained head; "
+        f"{_tail_text(m)}; "
         f"{m['params']:,} parameters; int8 file {m['int8_bytes']:,} bytes; all tensors integer: "
         f"{m['checks']['all_integer']}; ops not on the Edge TPU list: "
         f"{m['checks']['ops_not_on_edgetpu_list'] or 'none'}",
         f"- Latency, int8, 1 thread, {env['machine']}: second {m['latency_ms_int8_1thread']['second']:.2f} ms, "
         f"first {m['latency_ms_int8_1thread']['first']:.3f} ms per face",
-        f"- Head: {m['epochs_run']} epochs (early stopping on the validation loss); int8 and float agree on "
+        f"- Head: {m['epochs_run']} epochs, then tail and head: {m.get('tune_epochs_run', 0)} epochs (each "
+        "with early stopping on the validation loss); int8 and float agree on "
         f"{100 * t['int8_float_agreement']:.1f}% of the test faces",
         f"- Versions: TensorFlow {env['tensorflow']}, OpenCV {env['opencv']}, NumPy {env['numpy']}, Python "
         f"{env['python']}; commit {env['commit']}; first model sha256 {m['first']['sha256']}",
