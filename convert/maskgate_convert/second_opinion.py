@@ -295,8 +295,8 @@ def _tail_text(m: dict[str, Any]) -> str:
     n = m.get("tail_blocks", 0)
     if not n:
         return "the trunk frozen"
-    return (f"its last {n} residual block{'s' if n > 1 else ''} trained with the head on the training faces and "
-            "their mirror images, the rest frozen")
+    blocks = "its last residual block" if n == 1 else f"its last {n} residual blocks"
+    return f"{blocks} trained with the head on the training faces and their mirror images, the rest frozen"
 
 
 def _recalls(m: dict[str, Any]) -> str:
