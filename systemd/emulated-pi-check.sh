@@ -135,23 +135,35 @@ inside "cd /tmp/maskgate-check && $V/maskgate classify --json --detector-model /
   >"$WORK/pi.jsonl" 2>/dev/null
 (cd "$WORK" && "$HOST_MASKGATE" classify --json --detector-model "$SHARED/models" scenes >"$WORK/host.jsonl" 2>/dev/null)
 python3 - "$WORK/pi.jsonl" "$WORK/host.jsonl" <<'EOF' || status=1
+# OpenCV resizes round differently on ARM and x86, so scores differ a little (up to about 0.15 where
+# the second opinion is averaged in). A verdict may differ only where it is a near tie on both
+# machines: a face label or no_face at a score under NEAR_TIE there and here. Anything else (a
+# sure verdict that differs, a box that moves, a photo missing) fails.
 import json, sys
+NEAR_TIE = 0.6
 pi, host = ({json.loads(l)["image"]: json.loads(l) for l in open(p)} for p in sys.argv[1:3])
-faces = same = 0
+faces = same = ties = 0
 score = 0.0
-differ = []
+bad = []
 for name in sorted(set(pi) | set(host)):
-    a, b = pi.get(name, {}).get("faces"), host.get(name, {}).get("faces")
-    if a is None or b is None or len(a) != len(b):
-        differ.append(name)
-        continue
-    for x, y in zip(a, b):
+    a = {tuple(f["box"]): f for f in pi.get(name, {}).get("faces", [])}
+    b = {tuple(f["box"]): f for f in host.get(name, {}).get("faces", [])}
+    if name not in pi or name not in host:
+        bad.append(name)
+    for box in sorted(set(a) | set(b)):
         faces += 1
-        same += x["box"] == y["box"] and x["label"] == y["label"]
-        score = max(score, abs(x["score"] - y["score"]))
+        x, y = a.get(box), b.get(box)
+        if x and y and x["label"] == y["label"]:
+            same += 1
+            score = max(score, abs(x["score"] - y["score"]))
+        elif all(f is None or f["score"] < NEAR_TIE for f in (x, y)):
+            ties += 1
+        else:
+            bad.append(f"{name} {box}")
 print(f"emulated-pi: classify: {len(pi)} photos there, {len(host)} here; {faces} faces, {same} with the same "
-      f"box and label; largest score difference {score:.4f}; photos whose faces differ: {differ or 'none'}")
-sys.exit(0 if len(pi) == len(host) and same == faces and not differ else 1)
+      f"box and label; {ties} near ties (under {NEAR_TIE} on both machines) decided differently or kept on one "
+      f"only; largest score difference {score:.4f}; sure verdicts that differ: {bad or 'none'}")
+sys.exit(0 if len(pi) == len(host) and not bad else 1)
 EOF
 
 # --- a synthetic door, here and there -----------------------------------------------------------
