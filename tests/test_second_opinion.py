@@ -289,3 +289,51 @@ def test_the_second_opinion_never_outvotes_a_bare_vote(yunet_path: Path) -> None
     sure, no = Observation(box, "with_mask", 0.95), Observation(box, "without_mask", 0.7)
     assert finder.second_looks(img, [sure, no], [], 0.1, masks=True) == [sure, no]
     assert clf.asked == 2 and stats.masks_confirmed == 2
+
+
+def test_second_sure_sets_how_sure_the_second_model_must_be_at_the_door(yunet_path: Path) -> None:
+    from maskgate.config import Settings, replace
+    from maskgate.detector import FaceDetector
+    from maskgate.finder import FaceFinder
+    from maskgate.follow import FaceFollower
+    from maskgate.stats import Stats
+    from maskgate.tracker import Observation, Track, Tracker
+
+    small = Classifier(load_bundle(default_bundle_dir()))
+
+    class FairlySure:
+        """The small classifier, and a second model that gives every face with_mask 0.85."""
+
+        input_spec, crop_rule = small.input_spec, small.crop_rule
+
+        def classify(self, x: np.ndarray) -> Verdict:
+            return verdict({"with_mask": 0.2, "without_mask": 0.8, "incorrect_mask": 0.0})
+
+        def second_verdict(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> Verdict:
+            return verdict({"with_mask": 0.85, "without_mask": 0.15, "incorrect_mask": 0.0})
+
+    img = np.zeros((240, 320, 3), np.uint8)
+    box = (100, 60, 80, 100)
+    weak = Observation(box, "with_mask", 0.7)
+    bare = Observation(box, "without_mask", 0.8)
+    # the third bare vote on this track would sound the alarm
+    track = Track(1, box, 0.0, 0.0, 5)
+    track.votes.extend([("without_mask", 0.8), ("without_mask", 0.8)])
+    for sure, (confirmed, held) in {0.9: (weak, bare),
+                                    0.8: (Observation(box, "with_mask", 0.9), "held")}.items():
+        s = replace(Settings(), classifier={"second_sure": sure})
+        stats = Stats()
+        finder = FaceFinder(s, FaceDetector(model_path=str(yunet_path)), FairlySure(), Tracker(), FaceFollower(),
+                            stats)
+        # a weak masked vote on a new face: at 0.85 the second model confirms it only when 0.85 is sure
+        # enough, and then it votes masked at decision.mask_score
+        assert finder.second_looks(img, [weak], [], 0.1, masks=True) == [confirmed]
+        out = finder.second_looks(img, [bare], [track], 0.1, masks=True)
+        if held == "held":
+            # the alarm held back: the average of the two verdicts, which votes neither way
+            assert out[0].label == "with_mask" and out[0].score == pytest.approx(0.525)
+            assert stats.alarms_held == 1
+        else:
+            assert out == [held] and stats.alarms_held == 0
+    with pytest.raises(ConfigFileError, match="second_sure"):
+        parse_config("[classifier]\nsecond_sure = 0.3\n", "maskgate.toml")

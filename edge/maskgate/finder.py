@@ -264,23 +264,23 @@ class FaceFinder:
         return out
 
     def _confirmed_mask(self, o: Observation, second: Verdict) -> Observation:
-        """Where the second model is sure of a mask too (``with_mask`` at ``decision.mask_score`` or
-        more), the weak masked verdict ``o`` becomes a masked vote with the second model's score;
-        otherwise it stands (an uncertain vote)."""
+        """Where the second model is sure of a mask too (``with_mask`` at ``classifier.second_sure`` or
+        more), the weak masked verdict ``o`` becomes a masked vote, scored the second model's score or
+        ``decision.mask_score``, whichever is higher; otherwise it stands (an uncertain vote)."""
         sure = second.scores.get(ALLOW_LABEL, 0.0)
-        if sure < self.settings.decision.mask_score:
+        if sure < self.settings.classifier.second_sure:
             return o
         self.stats.count("masks_confirmed")
-        return dataclasses.replace(o, score=float(sure))
+        return dataclasses.replace(o, score=max(float(sure), self.settings.decision.mask_score))
 
     def _held_alarm(self, img: np.ndarray, o: Observation, second: Verdict) -> Observation:
-        """Only if the second model would vote masked on its own (``with_mask`` at
-        ``decision.mask_score`` or more) is the vote ``o`` that would sound the alarm replaced, by the
+        """Only if the second model is sure of a mask (``with_mask`` at ``classifier.second_sure`` or
+        more) is the vote ``o`` that would sound the alarm replaced, by the
         average of the two verdicts, which then votes neither way: no alarm, and never the door (a
         ``with_mask`` average is kept under ``mask_score``; with the default thresholds it is at most
         0.7 anyway). Otherwise the small model's vote stands."""
         d = self.settings.decision
-        if second.scores.get(ALLOW_LABEL, 0.0) < d.mask_score:
+        if second.scores.get(ALLOW_LABEL, 0.0) < self.settings.classifier.second_sure:
             return o
         first = self.classifier.classify(face_input(img, o.box, self.classifier.input_spec, self.classifier.crop_rule))
         v = combine(first, second)
