@@ -213,7 +213,7 @@ class ClassifierConfig:
                                        "does); off: the small one alone",
                                _one_of("off", "unsure", "deny", "door"))
     second_model: str = _opt("", "second-opinion bundle directory; empty: the one shipped with maskgate")
-    second_sure: float = _opt(0.9, "at the door (second_opinion deny or door), the second model counts as sure of "
+    second_sure: float = _opt(0.8, "at the door (second_opinion deny or door), the second model counts as sure of "
                                    "a mask at this with_mask score or more: only then does it hold back an alarm "
                                    "or (door) make a weak masked verdict a masked vote", _range(0.5, 1.0))
 
